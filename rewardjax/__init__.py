@@ -1,0 +1,19 @@
+"""rewardjax: reward-centric post-training of language models in JAX.
+
+Importing the package is cheap: submodules load on first attribute access, so
+`import rewardjax.losses` needs only jax and chex.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("advantages", "checkpoint", "data", "evaluation", "kernels", "losses", "metrics",
+               "models", "optim", "recipes", "rewards", "rollouts", "sharding", "train", "types",
+               "update")
+
+
+def __getattr__(name):
+  if name in _SUBMODULES:
+    return importlib.import_module(f"rewardjax.{name}")
+  raise AttributeError(f"module 'rewardjax' has no attribute {name!r}")

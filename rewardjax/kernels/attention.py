@@ -1,0 +1,89 @@
+"""The one attention entry point every model calls: impl = "xla" | "cudnn" | "pallas".
+
+Masks are described by structure, not by a dense [S, S] matrix, so that a fused kernel can
+rebuild them block by block: a key is visible to a query when both belong to the same non-zero
+segment and, if causal, the key's position is not after the query's.
+
+  visible[b, q, k] = (q_segment[b, q] == kv_segment[b, k]) & (kv_segment[b, k] != 0)
+                     & (kv_position[b, k] <= q_position[b, q])            (causal)
+                     & (q_position[b, q] - kv_position[b, k] < window)    (sliding window)
+
+Segment id 0 marks padding (and unwritten KV-cache slots). Positions are the RoPE positions, so
+left-padded prompts and KV-cache decoding share one rule.
+"""
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+IMPLS = ("xla", "cudnn", "pallas")
+
+
+def visibility_mask(
+    q_segment_ids: Int[Array, "B S"],
+    kv_segment_ids: Int[Array, "B Sk"],
+    q_positions: Int[Array, "B S"],
+    kv_positions: Int[Array, "B Sk"],
+    *,
+    causal: bool = True,
+    sliding_window: int | None = None,
+) -> jax.Array:
+  """Boolean [B, 1, S, Sk] mask: True where query s may attend to key k (formula in module doc)."""
+  visible = (q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]) & (
+      kv_segment_ids[:, None, :] != 0)
+  if causal:
+    visible &= kv_positions[:, None, :] <= q_positions[:, :, None]
+  if sliding_window is not None:
+    visible &= q_positions[:, :, None] - kv_positions[:, None, :] < sliding_window
+  return visible[:, None]
+
+
+def attention(
+    query: Float[Array, "B S H K"],
+    key: Float[Array, "B Sk Hkv K"],
+    value: Float[Array, "B Sk Hkv K"],
+    *,
+    q_segment_ids: Int[Array, "B S"],
+    kv_segment_ids: Int[Array, "B Sk"],
+    q_positions: Int[Array, "B S"],
+    kv_positions: Int[Array, "B Sk"],
+    causal: bool = True,
+    sliding_window: int | None = None,
+    impl: str = "xla",
+) -> Float[Array, "B S H K"]:
+  """Scaled dot-product attention with grouped-query heads, softmax(q k^T / sqrt(K)) v.
+
+  Args:
+    query: [B, S, H, K] queries.
+    key: [B, Sk, Hkv, K] keys; H must be a multiple of Hkv (grouped-query attention).
+    value: [B, Sk, Hkv, K] values.
+    q_segment_ids: [B, S] segment of each query, 0 = padding.
+    kv_segment_ids: [B, Sk] segment of each key, 0 = padding / empty cache slot.
+    q_positions: [B, S] position of each query (the RoPE position).
+    kv_positions: [B, Sk] position of each key.
+    causal: hide keys whose position is after the query's.
+    sliding_window: if set, also hide keys `window` or more positions before the query.
+    impl: "xla" (any backend), "cudnn" (NVIDIA GPU) or "pallas" (fused flash kernel).
+
+  Returns:
+    [B, S, H, K] attention output in the query dtype. Queries that see no key (padding) get
+    a finite, meaningless output; callers mask them.
+  """
+  if impl not in IMPLS:
+    raise ValueError(f"attention impl={impl!r} is not one of {IMPLS}; use 'xla' on CPU.")
+  if query.shape[2] % key.shape[2]:
+    raise ValueError(f"query heads {query.shape[2]} must be a multiple of kv heads {key.shape[2]}")
+  if impl == "pallas":
+    from rewardjax.kernels import flash_attention  # noqa: PLC0415 (optional kernel)
+
+    return flash_attention.flash_attention(
+        query, key, value, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
+        q_positions=q_positions, kv_positions=kv_positions, causal=causal,
+        sliding_window=sliding_window)
+  mask = visibility_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions,
+                         causal=causal, sliding_window=sliding_window)
+  if impl == "cudnn" and jax.default_backend() != "gpu":
+    raise ValueError("attention impl='cudnn' needs an NVIDIA GPU; use impl='xla' here.")
+  # jax.nn.dot_product_attention forms the logits and softmax in float32 even for bf16 inputs.
+  out = jax.nn.dot_product_attention(query, key, value, mask=mask, implementation=impl)
+  return out.astype(query.dtype)

@@ -1,0 +1,303 @@
+"""Decoder-only language model covering the Llama 3, Qwen2/Qwen2.5 and Qwen3 families (Flax NNX).
+
+One implementation, switched by `ModelConfig` fields: `qkv_bias` (Qwen2), `qk_norm` (Qwen3),
+`rope_type="llama3"` (Llama 3.x rope scaling), `tie_word_embeddings`. Parameters carry
+`logical_axes` metadata that `rewardjax.sharding` maps to mesh axes.
+
+Masks are structural (see `kernels/attention.py`): `attention_mask` [B, S] marks real tokens,
+positions default to `cumsum(mask) - 1`, so left-padded prompts get the same RoPE positions as
+unpadded ones. With a `KVCache`, the new tokens are written at `cache.index` and attend to every
+filled slot whose position is not later than theirs.
+"""
+
+import dataclasses
+import math
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Float, Int
+
+from rewardjax.kernels import attention as attention_lib
+
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of a decoder LM; field names follow `transformers` where they exist."""
+  vocab_size: int = 128                       # V
+  hidden_size: int = 64                       # D
+  intermediate_size: int = 256                # F
+  num_layers: int = 2                         # N
+  num_heads: int = 4                          # H
+  num_kv_heads: int = 2                       # grouped-query attention: H % num_kv_heads == 0
+  head_dim: int = 16                          # K
+  rope_theta: float = 10_000.0
+  rope_type: str = "default"                  # one of ROPE_TYPES
+  rope_factor: float = 1.0                    # "linear" and "llama3"
+  rope_low_freq_factor: float = 1.0           # "llama3"
+  rope_high_freq_factor: float = 4.0          # "llama3"
+  rope_original_max_position: int = 8192      # "llama3"
+  max_position_embeddings: int = 2048
+  rms_norm_eps: float = 1e-6
+  tie_word_embeddings: bool = True
+  qkv_bias: bool = False                      # Qwen2 / Qwen2.5
+  qk_norm: bool = False                       # Qwen3: RMSNorm over K on q and k before RoPE
+  sliding_window: int | None = None
+  param_dtype: str = "float32"
+  dtype: str = "float32"                      # compute dtype; logits are always float32
+  attention_impl: str = "xla"                 # "xla" | "cudnn" | "pallas"
+  architecture: str = "Qwen2ForCausalLM"      # written to config.json by save_pretrained
+  bos_token_id: int | None = None
+  eos_token_id: int | None = None
+  pad_token_id: int | None = None
+
+  def __post_init__(self):
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"num_heads={self.num_heads} is not a multiple of "
+                       f"num_kv_heads={self.num_kv_heads}")
+    if self.rope_type not in ROPE_TYPES:
+      raise ValueError(f"rope_type={self.rope_type!r} is not supported; use one of {ROPE_TYPES}")
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Keys and values of every layer for decoding; slots with segment id 0 are empty."""
+  keys: tuple                                 # N arrays [B, Smax, Hkv, K]
+  values: tuple                               # N arrays [B, Smax, Hkv, K]
+  positions: jax.Array                        # [B, Smax] RoPE position of each slot
+  segment_ids: jax.Array                      # [B, Smax] 1 = filled, 0 = empty / padding
+  index: jax.Array                            # [] next slot to write
+
+
+def init_cache(config: ModelConfig, batch_size: int, max_length: int) -> KVCache:
+  """An empty cache for `batch_size` rows and `max_length` slots, in the compute dtype."""
+  shape = (batch_size, max_length, config.num_kv_heads, config.head_dim)
+  zeros = tuple(jnp.zeros(shape, config.dtype) for _ in range(config.num_layers))
+  return KVCache(keys=zeros, values=zeros,
+                 positions=jnp.zeros((batch_size, max_length), jnp.int32),
+                 segment_ids=jnp.zeros((batch_size, max_length), jnp.int32),
+                 index=jnp.zeros((), jnp.int32))
+
+
+def rope_frequencies(config: ModelConfig) -> jax.Array:
+  """Inverse frequencies [K/2] of RoPE, with "linear" or Llama 3 scaling applied."""
+  exponents = jnp.arange(0, config.head_dim, 2, dtype=jnp.float32) / config.head_dim
+  inv_freq = 1.0 / (config.rope_theta ** exponents)
+  if config.rope_type == "linear":
+    return inv_freq / config.rope_factor
+  if config.rope_type == "llama3":
+    # Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, the band between
+    # interpolated (transformers' _compute_llama3_parameters).
+    old_context = config.rope_original_max_position
+    low_freq_wavelen = old_context / config.rope_low_freq_factor
+    high_freq_wavelen = old_context / config.rope_high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = jnp.where(wavelen > low_freq_wavelen, inv_freq / config.rope_factor, inv_freq)
+    smooth = (old_context / wavelen - config.rope_low_freq_factor) / (
+        config.rope_high_freq_factor - config.rope_low_freq_factor)
+    smoothed = (1 - smooth) * scaled / config.rope_factor + smooth * scaled
+    is_medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return jnp.where(is_medium, smoothed, scaled)
+  return inv_freq
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+  """Rotates [B, S, H, K] by positions [B, S] (rotate-half layout, as in transformers)."""
+  angles_BxSxK2 = positions[..., None].astype(jnp.float32) * inv_freq[None, None, :]
+  angles_BxSxK = jnp.concatenate([angles_BxSxK2, angles_BxSxK2], axis=-1)[:, :, None, :]
+  cos, sin = jnp.cos(angles_BxSxK).astype(x.dtype), jnp.sin(angles_BxSxK).astype(x.dtype)
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+  return x * cos + rotated * sin
+
+
+def _param(rngs, init, shape, dtype, axes):
+  return nnx.Param(init(rngs.params(), shape, dtype), logical_axes=axes)
+
+
+class RMSNorm(nnx.Module):
+  """x / sqrt(mean(x^2) + eps) * scale, normalised in float32."""
+
+  def __init__(self, dim: int, eps: float, dtype, axes=("embed",)):
+    self.scale = nnx.Param(jnp.ones((dim,), dtype), logical_axes=axes)
+    self.eps = eps
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    scale = self.scale[...].astype(x.dtype)
+    return x32.astype(x.dtype) * scale.reshape((1,) * (x.ndim - 1) + scale.shape)
+
+
+class Attention(nnx.Module):
+  """Grouped-query self-attention with RoPE, optional qkv bias and q/k RMSNorm."""
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    c, pd = config, config.param_dtype
+    init = nnx.initializers.normal(0.02)
+    self.config = config
+    self.q_dhk = _param(rngs, init, (c.hidden_size, c.num_heads, c.head_dim), pd,
+                        ("embed", "heads", "head_dim"))
+    self.k_dhk = _param(rngs, init, (c.hidden_size, c.num_kv_heads, c.head_dim), pd,
+                        ("embed", "kv_heads", "head_dim"))
+    self.v_dhk = _param(rngs, init, (c.hidden_size, c.num_kv_heads, c.head_dim), pd,
+                        ("embed", "kv_heads", "head_dim"))
+    self.o_hkd = _param(rngs, init, (c.num_heads, c.head_dim, c.hidden_size), pd,
+                        ("heads", "head_dim", "embed"))
+    if c.qkv_bias:
+      zeros = nnx.initializers.zeros
+      self.q_bias_hk = _param(rngs, zeros, (c.num_heads, c.head_dim), pd, ("heads", "head_dim"))
+      self.k_bias_hk = _param(rngs, zeros, (c.num_kv_heads, c.head_dim), pd,
+                              ("kv_heads", "head_dim"))
+      self.v_bias_hk = _param(rngs, zeros, (c.num_kv_heads, c.head_dim), pd,
+                              ("kv_heads", "head_dim"))
+    if c.qk_norm:
+      self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps, pd, axes=("head_dim",))
+      self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps, pd, axes=("head_dim",))
+
+  def __call__(self, x_BxSxD, positions, segment_ids, inv_freq, layer_cache):
+    c, dt = self.config, self.config.dtype
+    q = jnp.einsum("bsd,dhk->bshk", x_BxSxD, self.q_dhk[...].astype(dt))
+    k = jnp.einsum("bsd,dhk->bshk", x_BxSxD, self.k_dhk[...].astype(dt))
+    v = jnp.einsum("bsd,dhk->bshk", x_BxSxD, self.v_dhk[...].astype(dt))
+    if c.qkv_bias:
+      q = q + self.q_bias_hk[...].astype(dt)[None, None]
+      k = k + self.k_bias_hk[...].astype(dt)[None, None]
+      v = v + self.v_bias_hk[...].astype(dt)[None, None]
+    if c.qk_norm:
+      q, k = self.q_norm(q), self.k_norm(k)
+    q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+    kv_positions, kv_segment_ids = positions, segment_ids
+    if layer_cache is not None:
+      cache_k, cache_v, kv_positions, kv_segment_ids, index = layer_cache
+      k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), index, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), index, axis=1)
+    out = attention_lib.attention(
+        q, k.astype(dt), v.astype(dt), q_segment_ids=segment_ids, kv_segment_ids=kv_segment_ids,
+        q_positions=positions, kv_positions=kv_positions, causal=True,
+        sliding_window=c.sliding_window, impl=c.attention_impl)
+    return jnp.einsum("bshk,hkd->bsd", out, self.o_hkd[...].astype(dt)), (k, v)
+
+
+class MLP(nnx.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    c, pd = config, config.param_dtype
+    init = nnx.initializers.normal(0.02)
+    self.dtype = c.dtype
+    self.gate_df = _param(rngs, init, (c.hidden_size, c.intermediate_size), pd, ("embed", "mlp"))
+    self.up_df = _param(rngs, init, (c.hidden_size, c.intermediate_size), pd, ("embed", "mlp"))
+    self.down_fd = _param(rngs, init, (c.intermediate_size, c.hidden_size), pd, ("mlp", "embed"))
+
+  def __call__(self, x_BxSxD):
+    dt = self.dtype
+    gate = jax.nn.silu(x_BxSxD @ self.gate_df[...].astype(dt))
+    return (gate * (x_BxSxD @ self.up_df[...].astype(dt))) @ self.down_fd[...].astype(dt)
+
+
+class Block(nnx.Module):
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, config.param_dtype)
+    self.attention = Attention(config, rngs)
+    self.post_attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps,
+                                       config.param_dtype)
+    self.mlp = MLP(config, rngs)
+
+  def __call__(self, x, positions, segment_ids, inv_freq, layer_cache):
+    attn_out, kv = self.attention(self.input_norm(x), positions, segment_ids, inv_freq,
+                                  layer_cache)
+    x = x + attn_out
+    return x + self.mlp(self.post_attention_norm(x)), kv
+
+
+class Transformer(nnx.Module):
+  """Decoder LM. `model(tokens)` -> float32 logits [B, S, V]; see `__call__` for the cache path."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.embed_vd = _param(rngs, nnx.initializers.normal(0.02),
+                           (config.vocab_size, config.hidden_size), config.param_dtype,
+                           ("vocab", "embed"))
+    self.layers = nnx.List([Block(config, rngs) for _ in range(config.num_layers)])
+    self.final_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, config.param_dtype)
+    if not config.tie_word_embeddings:
+      self.lm_head_dv = _param(rngs, nnx.initializers.normal(0.02),
+                               (config.hidden_size, config.vocab_size), config.param_dtype,
+                               ("embed", "vocab"))
+
+  def unembedding(self) -> jax.Array:
+    """The [D, V] matrix that maps final hidden states to logits."""
+    if self.config.tie_word_embeddings:
+      return self.embed_vd[...].T
+    return self.lm_head_dv[...]
+
+  def hidden_states(
+      self,
+      tokens: Int[Array, "B S"],
+      *,
+      positions: Int[Array, "B S"] | None = None,
+      attention_mask: Int[Array, "B S"] | None = None,
+      cache: KVCache | None = None,
+  ) -> tuple[Float[Array, "B S D"], KVCache | None]:
+    """Final-norm hidden states [B, S, D] (compute dtype) and the updated cache (or None).
+
+    Args:
+      tokens: [B, S] token ids.
+      positions: [B, S] RoPE positions; default `cumsum(attention_mask) - 1` (0 on padding).
+      attention_mask: [B, S] 1 for real tokens, 0 for padding; default all ones.
+      cache: if given, the tokens are written at slots [cache.index, cache.index + S) and attend
+        to every filled slot; positions must then be given for decode steps.
+    """
+    if tokens.ndim != 2:
+      raise ValueError(f"tokens must be [B, S] token ids, got shape {tokens.shape}")
+    if attention_mask is None:
+      attention_mask = jnp.ones(tokens.shape, jnp.int32)
+    segment_ids = attention_mask.astype(jnp.int32)
+    if positions is None:
+      positions = jnp.maximum(jnp.cumsum(segment_ids, axis=1) - 1, 0)
+    positions = positions.astype(jnp.int32)
+    inv_freq = rope_frequencies(self.config)
+    x = self.embed_vd[...][tokens].astype(self.config.dtype)
+    if cache is not None:
+      cache_positions = jax.lax.dynamic_update_slice_in_dim(
+          cache.positions, positions, cache.index, axis=1)
+      cache_segments = jax.lax.dynamic_update_slice_in_dim(
+          cache.segment_ids, segment_ids, cache.index, axis=1)
+    new_keys, new_values = [], []
+    for i, layer in enumerate(self.layers):
+      layer_cache = None
+      if cache is not None:
+        layer_cache = (cache.keys[i], cache.values[i], cache_positions, cache_segments,
+                       cache.index)
+      x, (k, v) = layer(x, positions, segment_ids, inv_freq, layer_cache)
+      new_keys.append(k)
+      new_values.append(v)
+    x = self.final_norm(x)
+    if cache is None:
+      return x, None
+    return x, KVCache(keys=tuple(new_keys), values=tuple(new_values), positions=cache_positions,
+                      segment_ids=cache_segments, index=cache.index + tokens.shape[1])
+
+  def logits(self, hidden: Float[Array, "B S D"]) -> Float[Array, "B S V"]:
+    """float32 logits = hidden @ unembedding, accumulated in float32."""
+    return jnp.einsum("bsd,dv->bsv", hidden, self.unembedding().astype(hidden.dtype),
+                      preferred_element_type=jnp.float32)
+
+  def __call__(self, tokens, *, positions=None, attention_mask=None, cache=None):
+    """Logits [B, S, V] float32; with a `cache`, returns `(logits, new_cache)`."""
+    hidden, new_cache = self.hidden_states(tokens, positions=positions,
+                                           attention_mask=attention_mask, cache=cache)
+    if cache is None:
+      return self.logits(hidden)
+    return self.logits(hidden), new_cache
+
+
+def count_params(params) -> int:
+  """Number of scalars in a parameter pytree."""
+  return sum(x.size for x in jax.tree.leaves(params))
