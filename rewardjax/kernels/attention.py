@@ -38,6 +38,28 @@ def visibility_mask(
   return visible[:, None]
 
 
+def _single_query_attention(query, key, value, mask):
+  """KV-cache decoding (one query per row) as multiply-reduce instead of a batched dot.
+
+  A dot_general over a [B, Sk, Hkv, K] cache makes XLA transpose the whole cache to a
+  batch-major [B, Hkv, K, Sk] layout on every call; with one query the contraction is a
+  matrix-vector product, and an elementwise multiply fused into a reduction reads the cache in
+  place (rewardjax generate on CPU: 40% of each decode step was these transposes).
+  """
+  b, _, h, k = query.shape
+  kv_heads = key.shape[2]
+  q_BxNxGxK = query[:, 0].reshape(b, kv_heads, h // kv_heads, k).astype(jnp.float32)
+  q_BxNxGxK = q_BxNxGxK * k ** -0.5
+  scores_BxSxNxG = jnp.sum(q_BxNxGxK[:, None] * key[:, :, :, None, :].astype(jnp.float32),
+                           axis=-1)
+  scores_BxSxNxG = jnp.where(mask[:, 0, 0, :, None, None], scores_BxSxNxG,
+                             jnp.finfo(jnp.float32).min)
+  probs_BxSxNxG = jax.nn.softmax(scores_BxSxNxG, axis=1)
+  out_BxNxGxK = jnp.sum(probs_BxSxNxG[..., None] * value[:, :, :, None, :].astype(jnp.float32),
+                        axis=1)
+  return out_BxNxGxK.reshape(b, 1, h, k).astype(query.dtype)
+
+
 def attention(
     query: Float[Array, "B S H K"],
     key: Float[Array, "B Sk Hkv K"],
@@ -84,6 +106,8 @@ def attention(
                          causal=causal, sliding_window=sliding_window)
   if impl == "cudnn" and jax.default_backend() != "gpu":
     raise ValueError("attention impl='cudnn' needs an NVIDIA GPU; use impl='xla' here.")
+  if impl == "xla" and query.shape[1] == 1:
+    return _single_query_attention(query, key, value, mask)
   # jax.nn.dot_product_attention forms the logits and softmax in float32 even for bf16 inputs.
   out = jax.nn.dot_product_attention(query, key, value, mask=mask, implementation=impl)
   return out.astype(query.dtype)

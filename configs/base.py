@@ -1,0 +1,76 @@
+"""Base config: every field the trainer reads, with the embedded CPU defaults.
+
+Paper variants are small diffs of this file (configs/grpo.py, dpo.py, reward_model.py,
+spark.py). A field set to 0 / "" means "off"; no field is None so command-line overrides keep
+their type (`--config.algo.beta=0.0`).
+
+    python launch/train.py --config=configs/grpo.py --workdir=/tmp/grpo
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(smoke: bool = False, size: str = "tiny") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.algorithm = "grpo"            # "grpo" (policy gradient) | "dpo" | "reward_model"
+  c.recipe = ""                   # "" or a module of rewardjax/recipes, e.g. "spark"
+
+  c.model = ml_collections.ConfigDict(dict(
+      size=size, checkpoint="", tokenizer="", dtype="float32", param_dtype="float32",
+      attention_impl="xla", rope_theta=10_000.0, rms_norm_eps=1e-6))
+  c.model.update({k: v for k, v in common.MODELS["tiny"].items()})
+  if size in common.MODELS and "checkpoint_name" not in common.MODELS[size]:
+    c.model.update(common.MODELS[size])
+
+  c.data = ml_collections.ConfigDict(dict(
+      source="arithmetic",          # "arithmetic" | "jsonl" | "hf" | "tfds"
+      path="",                      # jsonl file / HF dataset dir / TFDS name
+      eval_path="",                 # held-out file (else a hashed split of `path`)
+      tfds_data_dir="",
+      difficulty=1, fmt="short", heldout_fraction=0.1,
+      num_train=20_000, num_eval=256,
+      chat_template=False,          # wrap prompts with the tokenizer's chat template
+      max_prompt_length=64, max_completion_length=16, bucket=16))
+
+  # Supervised warm start so a from-scratch model begins with non-zero accuracy. slip_rate:
+  # the demonstrator forgets the carry this often (tasks.sft_examples), a flaw RL can fix.
+  c.warmstart = ml_collections.ConfigDict(dict(
+      steps=0, batch_size=64, learning_rate=3e-3, warmup_steps=20, slip_rate=0.0))
+
+  c.rollout = ml_collections.ConfigDict(dict(
+      num_generations=8, max_new_tokens=8, temperature=1.0, top_p=1.0, top_k=0))
+
+  # Objective hyper-parameters; names follow TRL (GRPOConfig / DPOConfig / RewardConfig).
+  c.algo = ml_collections.ConfigDict(dict(
+      loss_type="grpo", beta=0.04, epsilon_low=0.2, epsilon_high=0.2, delta=0.0,
+      importance_sampling_level="token", kl_estimator="low_var_kl", entropy_coeff=0.0,
+      advantage="grpo", scale_rewards="group", num_iterations=1, num_minibatches=1,
+      dynamic_sampling=False, max_resample_rounds=4,
+      overlong_buffer=0, overlong_penalty=1.0,
+      label_smoothing=0.0, margin=0.0, center_rewards_coefficient=0.0))
+
+  c.optim = ml_collections.ConfigDict(dict(
+      learning_rate=1e-4, warmup_steps=0, schedule="constant", weight_decay=0.0,
+      max_grad_norm=1.0, grad_accum_steps=1, b1=0.9, b2=0.99))
+
+  c.train = ml_collections.ConfigDict(dict(
+      steps=100, batch_size=16,     # prompts per step (RL) or pairs per step (DPO / RM)
+      eval_every=50, eval_batch_size=128, export_hf=True))
+
+  c.checkpoint = ml_collections.ConfigDict(dict(every=25, keep=2, async_save=True))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.distributed = ml_collections.ConfigDict(dict(
+      initialize=False, coordinator_address="", num_processes=0, process_id=-1))
+  c.recipe_args = ml_collections.ConfigDict()  # filled by a recipe's config
+
+  if smoke:
+    c.model.update(common.MODELS["smoke"])
+    c.warmstart.update(steps=2, batch_size=8, warmup_steps=0)
+    c.train.update(steps=2, batch_size=4, eval_every=2, eval_batch_size=8)
+    c.rollout.update(num_generations=2, max_new_tokens=4)
+    c.data.update(num_train=64, num_eval=8)
+    c.checkpoint.update(every=1)
+  return c

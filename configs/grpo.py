@@ -1,0 +1,47 @@
+"""GRPO and its variants on the built-in arithmetic task (DeepSeekMath GRPO, Dr. GRPO, DAPO,
+GSPO, RLOO; arXiv 2402.03300, 2503.20783, 2503.14476, 2507.18071, 2402.14740).
+
+    python launch/train.py --config=configs/grpo.py --workdir=/tmp/grpo
+    python launch/train.py --config=configs/grpo.py:variant=dapo,smoke --workdir=/tmp/dapo
+    python launch/train.py --config=configs/grpo.py:qwen2_5_0_5b \
+        --config.model.checkpoint=/path/to/Qwen2.5-0.5B-Instruct \
+        --config.data.source=jsonl --config.data.path=/path/to/train.jsonl
+"""
+
+from configs import base, common
+
+# Each variant is a diff of the base `algo` block (TRL GRPOConfig names).
+VARIANTS = {
+    "grpo": dict(loss_type="grpo", beta=0.04, advantage="grpo", scale_rewards="group"),
+    "dr_grpo": dict(loss_type="dr_grpo", beta=0.0, advantage="grpo", scale_rewards="none"),
+    "dapo": dict(loss_type="dapo", beta=0.0, epsilon_high=0.28, dynamic_sampling=True,
+                 overlong_buffer=2),
+    "gspo": dict(loss_type="grpo", importance_sampling_level="sequence", epsilon_low=3e-4,
+                 epsilon_high=4e-4, beta=0.0, num_minibatches=2),
+    "rloo": dict(loss_type="grpo", advantage="rloo", beta=0.04),
+}
+
+HF_PRESET = dict(fmt="boxed", chat_template=True, max_prompt_length=256,
+                 max_completion_length=512)
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, choices={"variant": VARIANTS, "size": common.MODELS},
+                         variant="grpo", size="tiny", smoke=False)
+  c = base.get_config(smoke=arg.smoke, size=arg.size)
+  c.algorithm = "grpo"
+  c.algo.update(VARIANTS[arg.variant])
+  if arg.size == "tiny" and not arg.smoke:
+    # The warm start imitates a demonstrator that drops half its carries; RL with the
+    # verifier is what can remove the slip (held-out questions, greedy accuracy).
+    c.data.update(difficulty=1, num_train=20_000, num_eval=512)
+    c.warmstart.update(steps=1500, batch_size=64, learning_rate=3e-3, slip_rate=0.5)
+    c.rollout.update(num_generations=8, max_new_tokens=6, temperature=1.0)
+    c.train.update(steps=200, batch_size=16, eval_every=50)
+    c.optim.update(learning_rate=2e-4, warmup_steps=5)
+  elif arg.size != "tiny" and arg.size != "smoke":
+    c.data.update(**HF_PRESET)
+    c.rollout.update(num_generations=8, max_new_tokens=512)
+    c.train.update(steps=500, batch_size=8, eval_every=100)
+    c.optim.update(learning_rate=1e-6)
+  return c

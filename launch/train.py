@@ -1,0 +1,37 @@
+"""Trains a rewardjax config: `python launch/train.py --config=configs/spark.py`.
+
+Overrides: `--config.train.steps=10`; paper variants: `--config=configs/grpo.py:variant=dapo`.
+Unknown config keys fail (the config is locked). All logic lives in `rewardjax.train.run`.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/spark.py", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "", "Run directory (checkpoints, metrics); an "
+                               "existing one is resumed. Default: runs/<config name>.")
+
+
+def main(argv):
+  del argv
+  import jax  # noqa: PLC0415 (after flag parsing, so --help is fast)
+
+  from rewardjax import train  # noqa: PLC0415
+
+  # orbax logs every checkpoint step at INFO; the progress bar already says what happens.
+  logging.set_verbosity(logging.WARNING)
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or os.path.join(
+      "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
+  logging.info("JAX devices: %s", jax.devices())
+  print(f"rewardjax: {jax.device_count()} {jax.default_backend()} device(s), workdir {workdir}")
+  train.run(config, workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Reward sources: verifiers, self-rewards, model scores, shaping and composition."""

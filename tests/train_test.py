@@ -1,0 +1,164 @@
+"""End-to-end: `train.run` on the smoke configs, resume, and bad input that must lose nothing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import dpo as dpo_config
+from configs import grpo as grpo_config
+from configs import reward_model as reward_model_config
+from rewardjax import algorithms, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _smoke(module, arg="smoke"):
+  config = module.get_config(arg)
+  config.checkpoint.async_save = False
+  return config
+
+
+@pytest.fixture(scope="module")
+def grpo_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("grpo"))
+  config = _smoke(grpo_config)
+  return config, workdir, train.run(config, workdir)
+
+
+def test_grpo_smoke_run_writes_metrics_checkpoints_and_hf_export(grpo_run):
+  _, workdir, summary = grpo_run
+  assert {"initial/accuracy", "final/accuracy"} <= set(summary)
+  lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  train_lines = [line for line in lines if "train/loss" in line]
+  assert [line["step"] for line in train_lines] == [1, 2]
+  assert all(np.isfinite(line["train/loss"]) for line in train_lines)
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))[-1] == "2"
+  from rewardjax.models import hf  # noqa: PLC0415
+  model = hf.from_pretrained(os.path.join(workdir, "hf"))
+  assert model.config.num_layers == 2
+
+
+def test_resume_continues_from_last_checkpoint(grpo_run, capsys):
+  config, workdir, _ = grpo_run
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.train.steps = 3
+  train.run(config, workdir)
+  assert "resumed" in capsys.readouterr().out
+  lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [line["step"] for line in lines if "train/loss" in line] == [1, 2, 3]
+
+
+def test_workdir_of_another_config_is_refused_not_overwritten(grpo_run):
+  config, workdir, _ = grpo_run
+  config = config.copy_and_resolve_references()
+  config.algo.beta = 0.5
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  with pytest.raises(ValueError, match="workdir"):
+    train.run(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+
+
+def test_dpo_and_reward_model_smoke_runs(tmp_path):
+  dpo = train.run(_smoke(dpo_config), str(tmp_path / "dpo"))
+  assert 0.0 <= dpo["final/preference_accuracy"] <= 1.0
+  rm = train.run(_smoke(reward_model_config), str(tmp_path / "rm"))
+  assert 0.0 <= rm["final/pair_accuracy"] <= 1.0
+
+
+def test_nonfinite_rewards_drop_their_group_and_are_counted(grpo_run):
+  config, _, _ = grpo_run
+  from rewardjax import sharding  # noqa: PLC0415
+  from rewardjax.data import tokenizers  # noqa: PLC0415
+  tokenizer = tokenizers.char_tokenizer()
+  mesh = sharding.make_mesh(-1, 1, 1, devices=jax.devices()[:1])
+  state, _ = train.create_state(
+      lambda rngs: train.transformer.Transformer(train.model_config(config, tokenizer),
+                                                 rngs=rngs),
+      train.make_optimizer(config.optim, 2), mesh, jax.random.key(0), with_ref=False)
+  items = [{"prompt": "1+2=", "answer": "3"}, {"prompt": "2+2=", "answer": "4"}]
+
+  def nan_for_first_prompt(row_items, texts):
+    return np.array([np.nan if it["answer"] == "3" else 1.0 for it in row_items])
+
+  import functools  # noqa: PLC0415
+
+  from rewardjax import update  # noqa: PLC0415
+  score = jax.jit(functools.partial(update.score_rollouts, graphdef=state.graphdef,
+                                    completion_length=4))
+  batch, metrics, _ = algorithms.rl_batch(
+      state, 0, jax.random.key(1), items_at=lambda step, r: items, tokenizer=tokenizer,
+      reward_fn=nan_for_first_prompt, score_fn=lambda p, r, t, a: score(p, r, tokens=t,
+                                                                        attention_mask=a),
+      mesh=mesh, group_size=2, advantage="grpo", scale_rewards="group", max_new_tokens=4,
+      temperature=1.0, top_p=1.0, top_k=0, bucket=16, max_prompt_length=32,
+      dynamic_sampling=False, max_resample_rounds=0, overlong_buffer=0, overlong_penalty=1.0)
+  assert metrics["nonfinite_reward_groups"] == 1.0
+  mask = np.asarray(batch.completion_mask)
+  assert mask[:2].sum() == 0 and mask[2:].sum() > 0
+  assert np.all(np.isfinite(np.asarray(batch.advantages)))
+
+
+def test_unknown_config_key_fails_with_its_name():
+  out = subprocess.run(
+      [sys.executable, "launch/train.py", "--config=configs/grpo.py:smoke",
+       "--config.train.stepz=3", "--workdir=/tmp/never_created_rewardjax"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert out.returncode != 0 and "stepz" in out.stderr
+  assert not os.path.exists("/tmp/never_created_rewardjax")
+
+
+_KILL_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {repo!r})
+    from configs import grpo
+    from rewardjax import train
+    config = grpo.get_config("smoke")
+    config.train.steps = 4
+    config.checkpoint.update(every=1, async_save=False, keep=5)
+    config.train.update(eval_every=100, export_hf=False)
+    train.run(config, sys.argv[1])
+""")
+
+
+def _final_params(workdir):
+  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  step = manager.latest_step()
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return step, jax.tree.leaves(restored["state"]["params"])
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_step_then_resume_is_bitwise_equal(tmp_path):
+  script = tmp_path / "run.py"
+  script.write_text(_KILL_SCRIPT.format(repo=REPO))
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+  subprocess.run([sys.executable, str(script), straight], check=True, env=env, timeout=600)
+  kill_after = int(np.random.default_rng().integers(1, 4))  # a random step in 1..3
+  proc = subprocess.Popen([sys.executable, str(script), killed], env=env)
+  metrics = os.path.join(killed, "metrics.jsonl")
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.exists(metrics) and sum(
+        '"train/loss"' in line for line in open(metrics)) >= kill_after:
+      break
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  subprocess.run([sys.executable, str(script), killed], check=True, env=env, timeout=600)
+  step_a, params_a = _final_params(straight)
+  step_b, params_b = _final_params(killed)
+  assert step_a == step_b == 4
+  for a, b in zip(params_a, params_b):
+    np.testing.assert_array_equal(a, b)
