@@ -21,7 +21,7 @@ def get_config(arg=None):
   c.algo.update(beta=0.1, **VARIANTS[arg.variant])
   if not arg.smoke:
     c.data.update(difficulty=1, num_train=20_000, num_eval=256)
-    c.warmstart.update(steps=300, batch_size=64, learning_rate=3e-3)
+    c.warmstart.update(steps=4000, batch_size=64, learning_rate=3e-3)
     c.train.update(steps=150, batch_size=32, eval_every=50)
     c.optim.update(learning_rate=1e-4, warmup_steps=5)
   return c

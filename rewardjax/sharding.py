@@ -4,6 +4,17 @@ Parameters carry `logical_axes` metadata (see `models/transformer.py`); `RULES` 
 logical axis to mesh axes. Weights are split over "fsdp" along their model dimension (ZeRO-3
 style: gathered per layer inside the step by XLA) and over "tensor" along heads / MLP width
 (Megatron style), so the same table serves a laptop (mesh 1x1x1) and a pod.
+
+Activations are pinned at a few named points by `constrain` (batch in, attention q/k/v, logits
+out); it is a no-op unless a mesh is set (`with jax.set_mesh(mesh):`), so models stay mesh-free.
+
+Multi-host: every process runs the same program after `initialize_distributed` (a thin wrapper
+of `jax.distributed.initialize`: with no arguments JAX reads the coordinator, process count
+and id from the TPU, SLURM, Open MPI or Kubernetes environment; elsewhere pass them, as
+`config.distributed.*` does). `shard_batch` takes the same full batch on every process;
+`host_batch` takes each process's own rows (`process_rows` says which) and `local_rows` gives
+them back, so no host ever holds the global batch. Orbax checkpoints are written by every
+process, each its own shards (`checkpoint.py`).
 """
 
 import dataclasses
@@ -46,13 +57,39 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> M
   if known <= 0 or count % known:
     raise ValueError(
         f"mesh {dict(zip(AXES, sizes))} needs a multiple of {known} devices but there are "
-        f"{count}; e.g. use data=-1, fsdp=1, tensor=1 (valid: data*fsdp*tensor == {count}).")
+        f"{count}; e.g. use {_valid_shape(count, fsdp, tensor)} "
+        f"(valid: data*fsdp*tensor == {count}).")
   sizes = [count // known if s == -1 else s for s in sizes]
   if int(np.prod(sizes)) != count:
     raise ValueError(f"mesh {dict(zip(AXES, sizes))} uses {int(np.prod(sizes))} devices but "
-                     f"there are {count}; make data*fsdp*tensor == {count} or set data=-1.")
+                     f"there are {count}; make data*fsdp*tensor == {count}, e.g. "
+                     f"{_valid_shape(count, fsdp, tensor)}.")
   # Auto axes: the model is written for implicit (GSPMD) sharding with a few constraints.
   return jax.make_mesh(tuple(sizes), AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+def initialize_distributed(coordinator_address: str = "", num_processes: int = 0,
+                           process_id: int = -1) -> None:
+  """Joins this process to a multi-host run (`jax.distributed.initialize`), once.
+
+  Call it before anything else touches jax (even `jax.devices()`). Empty / 0 / -1 arguments
+  are left to JAX's cluster detection, which reads them from the TPU pod, SLURM, Open MPI or
+  Kubernetes environment; elsewhere (e.g. several GPU hosts by hand) pass all three:
+  `coordinator_address="host0:1234"` (process 0's address and a free port), the number of
+  processes, and this process's id. A second call is a no-op.
+  """
+  if jax.distributed.is_initialized():
+    return
+  jax.distributed.initialize(coordinator_address=coordinator_address or None,
+                             num_processes=num_processes or None,
+                             process_id=None if process_id < 0 else process_id)
+
+
+def _valid_shape(count: int, fsdp: int, tensor: int) -> str:
+  """A mesh shape for `count` devices, keeping fsdp and tensor when they fit."""
+  if fsdp > 0 and tensor > 0 and count % (fsdp * tensor) == 0:
+    return f"data={count // (fsdp * tensor)}, fsdp={fsdp}, tensor={tensor}"
+  return f"data={count}, fsdp=1, tensor=1"
 
 
 def _spec_for(axes, shape, mesh: Mesh, rules: Rules) -> P:
@@ -103,8 +140,93 @@ def check_batch(batch_size: int, mesh: Mesh, what: str = "batch size") -> None:
 
 
 def shard_batch(batch, mesh: Mesh):
-  """Places a pytree of host arrays (leading dim = rows) onto the mesh, rows over data axes."""
-  return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(mesh, np.ndim(x))), batch)
+  """Places a pytree of host arrays (leading dim = rows) onto the mesh, rows over data axes.
+
+  Every process passes the same full batch (and keeps only its devices' rows); see `host_batch`
+  for feeding each process's own rows.
+  """
+
+  def put(x):
+    check_batch(np.shape(x)[0], mesh, "batch rows")
+    return jax.device_put(x, batch_sharding(mesh, np.ndim(x)))
+
+  return jax.tree.map(put, batch)
+
+
+def process_rows(rows: int, mesh: Mesh) -> slice:
+  """The rows [start, stop) of a `rows`-row global batch that this process's devices hold.
+
+  Raises when `rows` does not divide over the data axes, or when the mesh gives this process
+  rows that are not one contiguous block (order the mesh's devices by process).
+
+  >>> process_rows(8, make_mesh(devices=jax.devices()[:1]))   # one process feeds every row
+  slice(0, 8, None)
+  """
+  check_batch(rows, mesh, "global batch rows")
+  index_map = batch_sharding(mesh, 1).addressable_devices_indices_map((rows,))
+  blocks = sorted({(i[0].start or 0, rows if i[0].stop is None else i[0].stop)
+                   for i in index_map.values()})
+  start, stop = blocks[0][0], blocks[-1][1]
+  if sum(b - a for a, b in blocks) != stop - start:
+    raise ValueError(f"process {jax.process_index()} holds rows {blocks} of the batch, not one "
+                     "contiguous block; build the mesh over devices ordered by process.")
+  return slice(start, stop)
+
+
+def host_batch(local_batch, mesh: Mesh):
+  """Global arrays from each process's own rows (`local_batch[i]` = global row start + i).
+
+  Process p passes rows `process_rows(global_rows, mesh)` of the global batch; the result is the
+  global batch, rows over the data axes, without any host holding all of it. With one process
+  this equals `shard_batch`.
+  """
+  # Row blocks are the (data, fsdp) coordinates; a process may hold several (or share one).
+  local = set(jax.local_devices())
+  coords = np.argwhere(np.vectorize(lambda d: d in local)(mesh.devices))
+  local_blocks = len({(c[0], c[1]) for c in coords})
+
+  def put(x):
+    x = np.asarray(x)
+    if x.shape[0] % local_blocks:
+      raise ValueError(f"process {jax.process_index()} feeds {x.shape[0]} rows to {local_blocks} "
+                       f"row shards of the data axes; use a multiple of {local_blocks}.")
+    check_batch(x.shape[0] // local_blocks * batch_size_multiple(mesh), mesh, "global batch rows")
+    return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x)
+
+  return jax.tree.map(put, local_batch)
+
+
+def local_rows(x: jax.Array) -> np.ndarray:
+  """The rows of a row-sharded global array that this process holds, as one numpy block.
+
+  The inverse of `host_batch`: each host decodes and rewards its own rollouts without
+  gathering the others'. With one process this is `np.asarray(x)`.
+  """
+  blocks = {}
+  for shard in x.addressable_shards:  # replicas (e.g. over "tensor") hold the same rows
+    blocks.setdefault(shard.index[0].start or 0, shard.data)
+  return np.concatenate([np.asarray(blocks[k]) for k in sorted(blocks)])
+
+
+def constrain(x: jax.Array, axes: tuple) -> jax.Array:
+  """`with_sharding_constraint(x, P(*axes))` under a set ("data", "fsdp", "tensor") mesh.
+
+  A no-op without a mesh (`jax.set_mesh`), so models stay mesh-free and run on one device.
+  A dimension its mesh axes do not divide (e.g. 2 kv heads on 4 tensor ranks, one decode
+  prompt on 4 data ranks) is left to the compiler rather than padded.
+
+  >>> constrain(jax.numpy.ones((4, 2)), (BATCH_AXES, None)).shape   # no mesh set: unchanged
+  (4, 2)
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not set(AXES) <= set(mesh.axis_names):
+    return x
+  spec = []
+  for dim, axis in zip(x.shape, axes):
+    names = axis if isinstance(axis, tuple) else (axis,)
+    size = int(np.prod([mesh.shape[n] for n in names if n is not None]))
+    spec.append(axis if axis is not None and dim % size == 0 else None)
+  return jax.lax.with_sharding_constraint(x, P(*spec))
 
 
 def state_shardings(abstract_state, params_sharding: dict, mesh: Mesh):

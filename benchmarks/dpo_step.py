@@ -1,0 +1,169 @@
+"""DPO step time: rewardjax vs TRL's DPOTrainer on the same tiny Qwen2, alternating in one run.
+
+Run: `python benchmarks/dpo_step.py` (CPU, about 2 minutes; TRL is timed when installed).
+One optimizer step: 16 (prompt, chosen, rejected) pairs, prompt 16 tokens (<bos> + 15) and
+completions of 48 tokens (47 + <eos>) each, so every one of the 32 rows is 64 tokens; reference
+log-probs of both completions (beta = 0.1, sigmoid loss), the policy's forward and backward, and
+AdamW, float32. rewardjax runs `algorithms.preference_batch` + `update.preference_update` as
+`train.run` does (reference log-probs computed each step, as TRL does without
+`precompute_ref_log_probs`); TRL runs `DPOTrainer.train()` (with `gradient_checkpointing=False`,
+so both do the same arithmetic), and a callback times each TRL step and then one rewardjax
+step. Medians over `--steps` steps after `--warmup`; run it on an idle machine.
+
+Model FLOPs per step, with F(n, c) as in `grpo_step.py` (2 P n + 4 L H K c):
+  step = F(ref) + 3 * F(train),  both over 2 * pairs rows of prompt + completion positions.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import jax
+from flax import nnx
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import grpo_step  # noqa: E402  (shared workload helpers: tokenizer, model, FLOPs, report)
+
+from rewardjax import algorithms, losses, optim, sharding, train, update  # noqa: E402
+from rewardjax.models import hf  # noqa: E402
+
+
+def records(args, count: int) -> list[dict]:
+  """`count` pairs of random texts: prompt_len - 1 characters (+ <bos>), completions of
+  completion_len - 1 characters (+ <eos>)."""
+  prompts = grpo_step.random_texts(count, args.prompt_len - 1, seed=1)
+  chosen = grpo_step.random_texts(count, args.completion_len - 1, seed=2)
+  rejected = grpo_step.random_texts(count, args.completion_len - 1, seed=3)
+  return [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(prompts, chosen, rejected)]
+
+
+def rewardjax_step(model_dir: str, items: list[dict], args):
+  """A zero-argument function running one full rewardjax DPO step (preference_batch + update)."""
+  tok = grpo_step.tokenizer()
+  model = hf.from_pretrained(model_dir, param_dtype="float32")
+  params = nnx.to_pure_dict(nnx.split(model, nnx.Param)[1])
+  mesh = sharding.make_mesh()
+  tx = optim.make_optimizer(learning_rate=1e-6, total_steps=10**6, schedule="constant",
+                            b2=0.999, max_grad_norm=1.0)  # TRL's AdamW defaults
+  rng = jax.random.key(0)
+  state, state_sharding = train.create_state(lambda _: model, tx, mesh, rng, params=params,
+                                             with_ref=True)
+  chunk = args.chunk_size
+  ref_logps = jax.jit(lambda p, t, a, m: update.sequence_logps(
+      nnx.merge(state.graphdef, p), t, a, m, chunk_size=chunk)[0])
+  loss_fn = lambda *a: losses.dpo_loss(*a, beta=args.beta, loss_type="sigmoid")
+  holder = {"state": state, "step": 0, "step_fn": None}
+
+  def items_at(step, round_index):
+    del round_index
+    start = step * args.pairs % len(items)
+    return (items + items)[start:start + args.pairs]
+
+  def run():
+    step = holder["step"]
+    batch, _, _ = algorithms.preference_batch(
+        holder["state"], step, jax.random.fold_in(rng, step), items_at=items_at, tokenizer=tok,
+        ref_logps_fn=ref_logps, mesh=mesh, bucket=16, max_prompt_length=args.prompt_len,
+        max_completion_length=args.completion_len)
+    assert batch.tokens.shape == (2 * args.pairs, args.prompt_len + args.completion_len)
+    if holder["step_fn"] is None:
+      holder["step_fn"] = jax.jit(
+          lambda s, b, r: update.preference_update(s, b, r, loss_fn=loss_fn, chunk_size=chunk),
+          in_shardings=(state_sharding, jax.tree.map(lambda x: x.sharding, batch),
+                        sharding.replicated(mesh)),
+          out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
+    holder["state"], metrics = holder["step_fn"](holder["state"], batch, rng)
+    jax.block_until_ready((holder["state"], metrics))
+    holder["step"] += 1
+
+  return run
+
+
+def trl_run(model_dir: str, items: list[dict], args, between_steps):
+  """Trains TRL's DPOTrainer for warmup + steps steps; returns its per-step seconds."""
+  import torch  # noqa: PLC0415
+  from datasets import Dataset  # noqa: PLC0415
+  from transformers import TrainerCallback  # noqa: PLC0415
+  from trl import DPOConfig, DPOTrainer  # noqa: PLC0415
+
+  torch.set_num_threads(args.torch_threads)
+  times = []
+
+  class Alternate(TrainerCallback):
+    def on_step_begin(self, *_, **__):
+      self.start = time.perf_counter()
+
+    def on_step_end(self, *_, **__):
+      times.append(time.perf_counter() - self.start)
+      between_steps()
+
+  steps = args.warmup + args.steps
+  config = DPOConfig(
+      output_dir=os.path.join(args.workdir, "trl"), per_device_train_batch_size=args.pairs,
+      beta=args.beta, loss_type=["sigmoid"], learning_rate=1e-6, max_steps=steps,
+      logging_steps=10**6, save_strategy="no", report_to="none", use_cpu=True, bf16=False,
+      fp16=False, seed=0, dataloader_num_workers=0, disable_dropout=True,
+      gradient_checkpointing=False, max_length=args.prompt_len + args.completion_len)
+  rows = (items * steps)[:args.pairs * steps]
+  dataset = Dataset.from_dict({k: [r[k] for r in rows] for k in ("prompt", "chosen", "rejected")})
+  trainer = DPOTrainer(model=model_dir, args=config, train_dataset=dataset,
+                       processing_class=grpo_step.tokenizer(), callbacks=[Alternate()])
+  trainer.train()
+  return times
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--pairs", type=int, default=16)
+  parser.add_argument("--prompt_len", type=int, default=16, help="tokens, <bos> included")
+  parser.add_argument("--completion_len", type=int, default=48, help="tokens, <eos> included")
+  parser.add_argument("--beta", type=float, default=0.1)
+  parser.add_argument("--steps", type=int, default=7)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--chunk_size", type=int, default=1024)
+  parser.add_argument("--torch_threads", type=int, default=2)
+  parser.add_argument("--no_trl", action="store_true", help="time rewardjax only")
+  parser.add_argument("--trl_only", action="store_true", help="time TRL only (no alternation)")
+  parser.add_argument("--workdir", default="")
+  args = parser.parse_args()
+  args.workdir = args.workdir or tempfile.mkdtemp(prefix="dpo_step_")
+  model_dir = os.path.join(args.workdir, "model")
+  config = grpo_step.write_model(model_dir)
+  items = records(args, args.pairs * 4)
+
+  rj_step = None if args.trl_only else rewardjax_step(model_dir, items, args)
+  rj_times = []
+
+  def timed_rewardjax():
+    if rj_step is None:
+      return
+    start = time.perf_counter()
+    rj_step()
+    rj_times.append(time.perf_counter() - start)
+
+  try:
+    import trl  # noqa: F401, PLC0415
+    have_trl = not args.no_trl
+  except ImportError:
+    have_trl = False
+  if have_trl:
+    trl_times = trl_run(model_dir, items, args, timed_rewardjax)
+  else:
+    trl_times = []
+    for _ in range(args.warmup + args.steps):
+      timed_rewardjax()
+
+  rows, length = 2 * args.pairs, args.prompt_len + args.completion_len
+  flops = 4 * grpo_step.forward_flops(config, grpo_step.matmul_params(config), rows, length)
+  print(f"workload: {args.pairs} pairs, prompt {args.prompt_len} + completions "
+        f"{args.completion_len} / {args.completion_len} tokens, beta {args.beta}, sigmoid, "
+        f"float32; model {grpo_step.matmul_params(config) / 1e6:.2f}M matmul params")
+  grpo_step.report(rj_times, trl_times, flops, args)
+
+
+if __name__ == "__main__":
+  main()

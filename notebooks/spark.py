@@ -1,0 +1,143 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # SPARK on a CPU: one model as policy *and* judge
+#
+# SPARK (arXiv 2509.22624) runs ordinary RL with verifiable rewards (GRPO) on task prompts and,
+# instead of throwing the scored rollouts away, **recycles** them into new prompts with known
+# labels: *pointwise* judgements ("is this answer correct?"), *pairwise* comparisons ("which of
+# (A) and (B) is correct?") and *reflection* ("here is a wrong solution, fix it"). The same
+# model trains on them with the same GRPO loss and verifier, so it learns to judge its own
+# answers, and at test time it can check and revise them.
+#
+# This notebook runs the whole recipe on the built-in arithmetic task with a tiny char-level
+# model: a shortened training run, then one recycling step on the model's real rollouts, then
+# the test-time self-reflection loop. Everything it calls lives in `rewardjax`
+# (`rewardjax/recipes/spark.py`, `rewardjax/evaluation/self_reflection.py`).
+#
+# In Colab: `!git clone <repo> && pip install -e rewardjax` first, then run the cells in order
+# (CPU runtime; about 10 minutes). CI runs this file with `REWARDJAX_NOTEBOOK_TINY=1` (seconds).
+
+# %%
+import os
+import sys
+import tempfile
+
+import jax
+import numpy as np
+from flax import nnx
+
+sys.path.insert(0, os.path.abspath(".."))  # the repo root, for `configs` when run from here
+sys.path.insert(0, os.path.abspath("."))
+
+from configs import spark as spark_config  # noqa: E402
+from rewardjax import train  # noqa: E402
+from rewardjax.evaluation import accuracy, self_reflection  # noqa: E402
+from rewardjax.models import hf  # noqa: E402
+from rewardjax.recipes import spark  # noqa: E402
+from rewardjax.rewards import verifiers  # noqa: E402
+
+TINY = os.environ.get("REWARDJAX_NOTEBOOK_TINY") == "1"
+print("jax", jax.__version__, jax.devices(), "| tiny settings" if TINY else "")
+
+# %% [markdown]
+# ## 1. The prompts SPARK makes
+#
+# Each kind keeps the paper's structure (instruction, question, answer(s), judgement cue). For
+# the char-level model the templates are a few dozen characters; a judge writes its working
+# (its own answer) and then a one-letter verdict on the last line, the line the verifier reads.
+# HF models get the paper-style wording and box their verdict (`spark.Formatter("boxed")`).
+# There are 24 pointwise templates (12 Yes/No, 12 A/B), 20 pairwise and 30 per reflection kind.
+
+# %%
+short = spark.Formatter("short")
+prompt, yes, no = short.pointwise("47-8", "41", index=0)
+print(repr(prompt), "-> a correct judgement:", repr(short.judge_completion("39", no)))
+print(repr(short.pairwise("47-8", "39", "41", index=3)), "->",
+      repr(short.judge_completion("39", "A")))
+print(repr(short.reflection("answer_reflection", "47-8", "41", index=25)), "-> '39'")
+print(spark.Formatter("boxed").pointwise("What is 47-8?", "41", index=0)[0])
+
+# %% [markdown]
+# ## 2. A shortened training run
+#
+# `configs/spark.py` is the full embedded job. Here fewer RL steps (or, under CI, the `smoke`
+# sizes). The trainer warm-starts the model on the task (plus format-only judge and reflection
+# examples whose verdicts are random, so the warm-started judge is at chance), evaluates,
+# alternates infer steps (task prompts, recycled) with reward steps (a full batch of recycled
+# prompts), and evaluates again.
+
+# %%
+config = spark_config.get_config("smoke" if TINY else None)
+if not TINY:
+  config.train.steps = config.train.eval_every = 60
+workdir = tempfile.mkdtemp(prefix="spark_notebook_")
+summary = train.run(config, workdir)
+
+# %%
+for key in ("accuracy", "judge_accuracy", "reflection_fix_rate", "self_reflection_accuracy",
+            "best_of_n_accuracy"):
+  print(f"{key:26s} before {summary[f'initial/{key}']:.3f}   after {summary[f'final/{key}']:.3f}")
+
+# %% [markdown]
+# ## 3. One recycling step on real rollouts
+#
+# Sample G completions for P training prompts with the trained model, score them with the
+# verifier, and recycle them exactly as an infer step does (policy §2.4): judge items first
+# (pointwise with probability 0.3 for mixed groups, else pairwise; all-correct and all-wrong
+# groups give one pointwise item), then reflection items (CoT for the first half of the
+# prompts, answer reflection for the second), each capped at P/2.
+
+# %%
+model = hf.from_pretrained(os.path.join(workdir, "hf"))
+tokenizer = train.load_tokenizer(config)
+records = train.load_records(config, tokenizer)
+graphdef, params = nnx.split(model, nnx.Param)
+P, G = config.train.batch_size, config.rollout.num_generations
+items = records["train"][:P]
+texts = accuracy.generate_texts(graphdef, params, tokenizer, [it["prompt"] for it in items],
+                                jax.random.key(0), max_new_tokens=config.rollout.max_new_tokens,
+                                batch_size=P, bucket=config.data.bucket, temperature=1.0,
+                                num_samples=G)
+rollouts = [{"item": items[j // G], "text": t,
+             "reward": verifiers.math_verify(t, items[j // G]["answer"], "short")}
+            for j, t in enumerate(texts)]
+for p in range(min(P, 4)):
+  group = rollouts[p * G:(p + 1) * G]
+  print(items[p]["prompt"], "truth", items[p]["answer"], "| rollouts",
+        [(r["text"], int(r["reward"])) for r in group])
+
+# %%
+recycled = spark.recycle(rollouts, group_size=G, formatter=short,
+                         rng=np.random.default_rng([config.seed, 0]))
+for it in recycled:
+  print(f"{it['kind']:18s} label {it['answer']!r:6s} prompt {it['prompt']!r}")
+
+# %% [markdown]
+# ## 4. Test-time self-reflection and best-of-N
+#
+# Greedy: answer, judge the answer with pointwise template #1, and if the verdict is not "Y",
+# re-answer with an "incorrect answer, solve again" reflection prompt, up to `max_round = 2`
+# times (policy §2.6). (`train.run` above also reported best-of-N: the sample whose "Y" verdict
+# the model's own judge finds most likely.)
+
+# %%
+heldout = records["heldout_problems"][:8 if TINY else 64]
+judge_prompts = [short.pointwise(it["question"], it["answer"], 0)[0] for it in heldout[:4]]
+for p, verdict in zip(judge_prompts, accuracy.generate_texts(
+    graphdef, params, tokenizer, judge_prompts, jax.random.key(2),
+    max_new_tokens=config.rollout.max_new_tokens, batch_size=4, bucket=config.data.bucket)):
+  print(repr(p), "->", repr(verdict))
+
+# %%
+print(self_reflection.self_reflect(
+    graphdef, params, tokenizer, heldout, jax.random.key(1), formatter=short, max_round=2,
+    judge_index=spark.TEST_TIME_JUDGE, revise_index=spark.TEST_TIME_REVISE,
+    max_new_tokens=config.rollout.max_new_tokens, batch_size=len(heldout),
+    bucket=config.data.bucket))

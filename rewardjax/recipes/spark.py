@@ -1,0 +1,488 @@
+"""SPARK: one model as policy and generative judge, trained on its own recycled rollouts.
+
+Synergistic Policy And Reward Co-Evolving, arXiv 2509.22624 (papers/policy.md §2; official code
+InternLM/Spark `new_data_gen.py`, `ppo_trainer.py`, `evaluation_tts.py`). Ordinary GRPO with a
+verifiable reward runs on task prompts ("infer" period). Its scored rollouts are then recycled
+(`recycle`, §2.4) into new prompts whose labels are known from the verifier:
+
+  pointwise  "is this answer correct?"          label Yes/No (or A/B: correct/incorrect)
+  pairwise   "which of (A) and (B) is correct?" label the slot of the correct answer
+  reflection "here is a (wrong) solution: fix it" label the ground truth
+
+They wait in a FIFO cache; a step whose cache holds a full batch of P items is a "reward"
+period that trains on P popped items with the *same* GRPO objective and verifier (§2.3), and
+whose rollouts are not recycled again. There is no separate judge loss: the mix is set by the
+counts and probabilities below. `judge_weight` != 1 (an ablation, not in the paper) puts a
+"weight" on judge items, which `algorithms.rl_batch` multiplies into their advantages; for the
+GRPO objective this is exactly a per-row loss weight on the policy term (the clipped surrogate
+-min(rho A, clip(rho) A) is positively homogeneous in A; the KL term keeps weight 1).
+
+Formats. "boxed" (HF models): paper-style instructions, prompts wrapped with the tokenizer's
+chat template; a judge reasons, then boxes its verdict, and the last box is read (`\\box{}` and
+`\\boxed{}` both verify, §2.7). "short" (the char-level tiny model): the same parts
+(instruction, answer(s) or solution, question, answer instruction) in a few dozen characters,
+each prompt closing with the task prompt "47-8=" so the question is worked out where the model
+solves tasks; a judge writes its working (its own answer) on one line, then a one-character
+verdict (Y/N or A/B) on the last line, the line that is read (the counterpart of the last
+box). The recipe's `reward_fn` scores judge items by that verdict.
+
+Every random choice is drawn from `np.random.default_rng([seed, step])`, and the cache is the
+recipe's checkpointed state, so a resumed run recycles and pops exactly as an uninterrupted one.
+"""
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from rewardjax.data import tasks
+from rewardjax.recipes import Hooks
+from rewardjax.rewards import verifiers
+
+JUDGE_KINDS = ("pointwise", "pairwise")
+REFLECTION_KINDS = ("cot_reflection", "answer_reflection")
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateSet:
+  """Instruction tables and prompt bodies of one answer format (policy §2.4 structure)."""
+  pointwise: tuple[tuple[str, str, str], ...]    # 24 x (instruction, yes label, no label)
+  pairwise: tuple[str, ...]                      # 20 instructions; labels are the slots A, B
+  cot_reflection: tuple[tuple[str, str], ...]    # 30 x (instruction, content tag): 20 + 10
+  answer_reflection: tuple[tuple[str, str], ...]
+  pointwise_body: str                            # .format(question=, answer=)
+  pairwise_body: str                             # .format(question=, answer_a=, answer_b=)
+  reflection_body: str                           # .format(question=, tag=, content=)
+
+
+def _short_templates() -> TemplateSet:
+  # Every prompt ends with the task prompt "47-8=" (the question, then the short format's
+  # answer instruction "="), so the model works the question out where it solves tasks; the
+  # answer(s) to judge or reflect on come before it. Every recycled prompt of the built-in task
+  # fits 32 tokens.
+  verbs = ("ok", "right", "true", "valid", "exact", "sound")
+  neutral = [f"{a}&{b}" for a in ("check", "see", "judge", "test", "vet")
+             for b in ("fix", "redo", "solve", "mend")]
+  explicit = [f"{a}! {b}" for a in ("wrong", "bad", "error", "false", "no")
+              for b in ("redo", "solve")]
+  return TemplateSet(
+      pointwise=tuple((f"{v}? {m}", "Y", "N") for v in verbs for m in ("Y/N", "y/n"))
+      + tuple((f"{v}? {m}", "A", "B") for v in verbs for m in ("A=y,B=n", "A+ B-")),
+      pairwise=tuple(f"{v}{m}" for v in ("which", "pick", "best", "right", "true")
+                     for m in ("?", ":", "!", ".")),
+      cot_reflection=tuple((i, "CoT") for i in neutral) + tuple((i, "BadCoT") for i in explicit),
+      answer_reflection=tuple((i, "Ans") for i in neutral)
+      + tuple((i, "BadAns") for i in explicit),
+      pointwise_body="\nS:{answer}\n{question}=",
+      pairwise_body="\n(A){answer_a}(B){answer_b}\n{question}=",
+      reflection_body="\n{tag}:{content}\n{question}=")
+
+
+def _boxed_templates() -> TemplateSet:
+  leads = ("Please judge whether the answer to the question below is correct.",
+           "Verify the following answer to the question.",
+           "You are a careful grader. Decide whether the given answer is correct.",
+           "Check the answer below against the question.")
+  yes_no = ("Reason step by step, then answer Yes or No and put it in \\box{}.",
+            "Think it through, then give your verdict (Yes or No) within \\boxed{}.",
+            "Explain briefly and finish with \\boxed{Yes} if it is correct, else \\boxed{No}.")
+  a_b = ("Reason step by step, then answer A (correct) or B (incorrect) in \\box{}.",
+         "Think it through, then choose A: correct or B: incorrect within \\boxed{}.",
+         "Explain briefly and finish with \\boxed{A} if it is correct, else \\boxed{B}.")
+  pair_leads = ("Compare the two answers (A) and (B) to the question below.",
+                "Exactly one of the answers (A) and (B) is correct.",
+                "You are a careful grader. Two candidate answers are given.",
+                "Read the question and the two answers (A) and (B).",
+                "Decide which answer to the question is correct.")
+  pair_ends = ("Reason step by step, then put the letter of the correct one in \\box{}.",
+               "Think it through, then give A or B within \\boxed{}.",
+               "Which one is correct? Finish with \\boxed{A} or \\boxed{B}.",
+               "Explain briefly and box the letter (A or B) of the correct answer.")
+  checks = ("Judge whether the solution below is correct.",
+            "Review the provided solution to the question step by step.",
+            "Verify the following solution carefully.",
+            "Check the reasoning and the final answer below.",
+            "Examine this attempt at the question.")
+  fixes = ("If it is correct, confirm it; otherwise fix it.",
+           "If it is right, restate its answer; if not, correct the mistakes.",
+           "Keep it if it is correct, otherwise solve the question again.",
+           "Confirm a correct answer or give the corrected one.")
+  warnings = ("The following solution is incorrect.", "This attempt contains an error.",
+              "The answer below is wrong.", "Do not trust the solution below: it is incorrect.",
+              "The provided answer is not correct.")
+  redo = ("Ignore it and solve the question from scratch.",
+          "Do not follow it; solve the question again.")
+  neutral = [f"{c} {f}" for c in checks for f in fixes]
+  explicit = [f"{w} {r}" for w in warnings for r in redo]
+  return TemplateSet(
+      pointwise=tuple((f"{lead} {end}", "Yes", "No") for lead in leads for end in yes_no)
+      + tuple((f"{lead} {end}", "A", "B") for lead in leads for end in a_b),
+      pairwise=tuple(f"{lead} {end}" for lead in pair_leads for end in pair_ends),
+      cot_reflection=tuple((s, ("Provided CoT:", "CoT:")[i % 2]) for i, s in enumerate(neutral))
+      + tuple((s, "Incorrect CoT:") for s in explicit),
+      answer_reflection=tuple((s, "Answer:") for s in neutral)
+      + tuple((s, "Incorrect Answer:") for s in explicit),
+      pointwise_body="\n\n<Questions>:\n{question}\n\n<Answers>:\n{answer}\n\n<Judgements>:",
+      pairwise_body=("\n\n<Questions>:\n{question}\n\n(A) {answer_a}\n(B) {answer_b}"
+                     "\n\n<Judgement>:"),
+      reflection_body="\n\nQuestion:\n{question}\n\n{tag}\n{content}\n\n"
+      + tasks.BOXED_INSTRUCTION)
+
+
+TEMPLATES = {"short": _short_templates(), "boxed": _boxed_templates()}
+# The test-time loop (policy §2.6) judges with pointwise template #1 (a Yes/No one) and
+# revises with the first explicit "this answer is incorrect, solve again" template.
+TEST_TIME_JUDGE, TEST_TIME_REVISE = 0, 20
+
+
+def _identity(text: str) -> str:
+  return text
+
+
+@dataclasses.dataclass(frozen=True)
+class Formatter:
+  """Renders SPARK prompts for one answer format; `wrap` applies a chat template."""
+  fmt: str
+  wrap: Callable[[str], str] = _identity     # user message -> model prompt
+  unwrap: Callable[[str], str] = _identity   # model prompt -> user message
+
+  def __post_init__(self):
+    if self.fmt not in TEMPLATES:
+      raise ValueError(f"unknown answer format {self.fmt!r}; valid formats: {tuple(TEMPLATES)}")
+
+  @property
+  def templates(self) -> TemplateSet:
+    return TEMPLATES[self.fmt]
+
+  def question(self, item: dict) -> str:
+    """The question text of a task item, without the answer instruction (§2.4)."""
+    if self.fmt == "short":
+      return item["question"]
+    text = self.unwrap(item["prompt"])
+    return text.replace(tasks.BOXED_INSTRUCTION, "").strip()
+
+  def target(self, label: str) -> str:
+    """The verdict part of a judge completion stating `label`: "Y", or "\\boxed{Yes}"."""
+    return label if self.fmt == "short" else f"\\boxed{{{label}}}"
+
+  def split_verdict(self, text: str) -> tuple[str, str]:
+    """(reasoning, verdict) of a judge completion: the verdict is the last line ("short") or
+    starts at the last box ("boxed"), as the answer of a boxed completion is its last box.
+
+    >>> Formatter("short").split_verdict("39\\nN"), Formatter("short").split_verdict("Y")
+    (('39\\n', 'N'), ('', 'Y'))
+    """
+    if self.fmt == "short":
+      cut = text.rstrip().rfind("\n") + 1
+    else:
+      cut = text.rfind("\\box")  # "\\box{" and "\\boxed{" (verifiers.extract_boxed)
+      cut = len(text) if cut < 0 else cut
+    return text[:cut], text[cut:]
+
+  def judge_completion(self, answer: str, label: str) -> str:
+    """A judge completion that works the answer out, then states `label` (warm start)."""
+    if self.fmt == "short":
+      return f"{answer}\n{label}"
+    return f"The answer is {answer}. {self.target(label)}"
+
+  def judge_reward(self, text: str, label: str) -> float:
+    """1.0 if the verdict of judge completion `text` is `label` (case-insensitive), else 0.
+
+    >>> Formatter("short").judge_reward("39\\ny", "Y"), Formatter("short").judge_reward("Y\\n", "N")
+    (1.0, 0.0)
+    """
+    return verifiers.math_verify(self.split_verdict(text)[1], label, self.fmt)
+
+  def pointwise(self, question: str, answer: str, index: int) -> tuple[str, str, str]:
+    """(prompt, yes label, no label) of pointwise template `index`.
+
+    >>> Formatter("short").pointwise("47-8", "41", 0)
+    ('ok? Y/N\\nS:41\\n47-8=', 'Y', 'N')
+    >>> Formatter("short").pointwise("47-8", "39", 12)[1:]
+    ('A', 'B')
+    """
+    instruction, yes, no = self.templates.pointwise[index]
+    body = self.templates.pointwise_body.format(question=question, answer=answer)
+    return self.wrap(instruction + body), yes, no
+
+  def pairwise(self, question: str, answer_a: str, answer_b: str, index: int) -> str:
+    body = self.templates.pairwise_body.format(question=question, answer_a=answer_a,
+                                               answer_b=answer_b)
+    return self.wrap(self.templates.pairwise[index] + body)
+
+  def reflection(self, kind: str, question: str, content: str, index: int) -> str:
+    instruction, tag = getattr(self.templates, kind)[index]
+    body = self.templates.reflection_body.format(question=question, tag=tag, content=content)
+    return self.wrap(instruction + body)
+
+
+def _item(prompt: str, answer: str, question: str, kind: str, weight: float) -> dict:
+  item = {"prompt": prompt, "answer": answer, "question": question, "kind": kind}
+  if weight != 1.0 and kind in JUDGE_KINDS:
+    item["weight"] = weight  # honoured by algorithms.rl_batch as an advantage scale
+  return item
+
+
+def recycle(records: Sequence[dict], *, group_size: int, formatter: Formatter,
+            rng: np.random.Generator, pointwise_prob: float = 0.3,
+            judge_weight: float = 1.0) -> list[dict]:
+  """Judge items then reflection items from one infer step's scored rollouts (policy §2.4).
+
+  Per prompt with G rollouts (correctness re-verified against the item's answer, so reward
+  shaping cannot blur it; answer = `verifiers.extract_answer`, None if absent):
+    judge: all correct -> pointwise on rollout 0 (positive); all wrong -> pointwise on a uniform
+      wrong rollout with an answer (negative); mixed -> with prob. `pointwise_prob` pointwise on
+      a uniform rollout of a class drawn 50/50, else pairwise on a uniform correct and a uniform
+      wrong answer, the correct one in slot A w.p. 1/2. Template uniform over 24 (pointwise) or
+      20 (pairwise); a wrong class without any extracted answer yields no judge item.
+    reflection (>= 1 wrong rollout): prompts in the first half of the batch (p < P // 2) get CoT
+      reflection on a uniform wrong rollout's full text, the second half answer reflection on a
+      uniform wrong rollout with an answer; template uniform over 30; label the ground truth.
+  Each list is capped at P // 2 by a uniform subsample (order kept).
+
+  Args:
+    records: P * G dicts {"item", "text", "reward"}, the G rollouts of a prompt contiguous.
+    group_size: G.
+    formatter: renders the prompts.
+    rng: the step's generator (`default_rng([seed, step])`); the draws are in prompt order.
+    pointwise_prob: probability of a pointwise item for a mixed group (paper 0.3).
+    judge_weight: loss weight of judge items (1 = the paper: no weight field).
+
+  Returns:
+    Items {"prompt", "answer", "question", "kind"[, "weight"]}: judge items, then reflection.
+
+  References:
+    SPARK, arXiv 2509.22624; InternLM/Spark `new_data_gen.py` (policy.md §2.4).
+
+  >>> item = {"prompt": "3+4=", "answer": "7", "question": "3+4"}
+  >>> rollouts = [{"item": item, "text": t, "reward": 0.0} for t in ("7", "8")]
+  >>> out = recycle(rollouts * 2, group_size=2, formatter=Formatter("short"),
+  ...               rng=np.random.default_rng(0))
+  >>> [(it["kind"], it["answer"]) for it in out]  # capped at P // 2 = 1 judge + 1 reflection
+  [('pointwise', 'B'), ('answer_reflection', '7')]
+  """
+  if len(records) % group_size:
+    raise ValueError(f"{len(records)} records do not split into groups of {group_size}")
+  num_prompts = len(records) // group_size
+  t = formatter.templates
+  judge, reflection = [], []
+  for p in range(num_prompts):
+    rows = records[p * group_size:(p + 1) * group_size]
+    item = rows[0]["item"]
+    question, truth = formatter.question(item), item["answer"]
+    answers = [verifiers.extract_answer(r["text"], formatter.fmt) for r in rows]
+    correct = [verifiers.math_verify(r["text"], truth, formatter.fmt) > 0.5 for r in rows]
+    right = [i for i in range(group_size) if correct[i]]
+    wrong = [i for i in range(group_size) if not correct[i]]
+    wrong_answered = [i for i in wrong if answers[i] is not None]
+
+    def pointwise(i, p=p, answers=answers, correct=correct, question=question):
+      prompt, yes, no = formatter.pointwise(question, answers[i], int(rng.integers(len(
+          t.pointwise))))
+      return _item(prompt, yes if correct[i] else no, question, "pointwise", judge_weight)
+
+    if not wrong:
+      judge.append(pointwise(0))
+    elif not right:
+      if wrong_answered:
+        judge.append(pointwise(wrong_answered[int(rng.integers(len(wrong_answered)))]))
+    elif rng.random() < pointwise_prob:
+      pool = right if rng.random() < 0.5 else wrong_answered
+      if pool:
+        judge.append(pointwise(pool[int(rng.integers(len(pool)))]))
+    elif wrong_answered:
+      good = answers[right[int(rng.integers(len(right)))]]
+      bad = answers[wrong_answered[int(rng.integers(len(wrong_answered)))]]
+      first = rng.random() < 0.5  # the correct answer goes to slot A
+      prompt = formatter.pairwise(question, *((good, bad) if first else (bad, good)),
+                                  int(rng.integers(len(t.pairwise))))
+      judge.append(_item(prompt, "A" if first else "B", question, "pairwise", judge_weight))
+
+    cot = p < num_prompts // 2
+    pool = wrong if cot else wrong_answered
+    if pool:
+      i = pool[int(rng.integers(len(pool)))]
+      kind = REFLECTION_KINDS[0] if cot else REFLECTION_KINDS[1]
+      prompt = formatter.reflection(kind, question, rows[i]["text"] if cot else answers[i],
+                                    int(rng.integers(len(t.cot_reflection))))
+      reflection.append(_item(prompt, truth, question, kind, judge_weight))
+  cap = num_prompts // 2
+  return _subsample(judge, cap, rng) + _subsample(reflection, cap, rng)
+
+
+def _subsample(items: list, cap: int, rng: np.random.Generator) -> list:
+  if len(items) <= cap:
+    return items
+  return [items[i] for i in sorted(rng.choice(len(items), size=cap, replace=False).tolist())]
+
+
+WARMSTART_LABELS = ("random", "true")
+
+
+def format_warmstart(problems: Sequence[dict], n: int, *, formatter: Formatter, seed: int,
+                     labels: str = "random") -> list[dict]:
+  """`n` supervised examples in the judge and reflection formats, for the warm start.
+
+  SPARK starts from an instruction model that already answers "is this correct? Yes/No" and
+  "fix this solution" prompts; a from-scratch char model has never seen them, so its judge
+  rollouts would never state a verdict and earn no signal. Kinds cycle pointwise, pairwise,
+  CoT reflection, answer reflection; a shown answer is correct or (50/50) one of the four
+  nearest plausible slips of `tasks.wrong_answers`, never a rollout of the model. Reflection
+  targets are the ground truth (solving the question, as in the task warm start). Judge
+  targets: labels="random" draws the verdict uniformly, independent of correctness (format
+  only: the warm-started judge is at chance); labels="true" states the correct verdict (the
+  verification an instruction-tuned model brings, learnt here on synthetic slips only).
+
+  Args:
+    problems: train-split task records with integer answers ("question", "answer").
+    n: number of examples.
+    formatter: renders the prompts.
+    seed: fixes every draw.
+    labels: "random" or "true" (`WARMSTART_LABELS`).
+
+  Returns:
+    n dicts {"prompt", "completion", "answer"} for the trainer's warm start.
+  """
+  if labels not in WARMSTART_LABELS:
+    raise ValueError(f"labels={labels!r}; valid: {WARMSTART_LABELS}")
+  rng = np.random.default_rng([seed, 0x5A4B])
+  t, out = formatter.templates, []
+  for k in range(n):
+    item = problems[int(rng.integers(len(problems)))]
+    value = int(item["answer"])
+    shown = [str(value), str(tasks.wrong_answers(value, 4, rng)[int(rng.integers(4))])]
+    question = formatter.question(item)
+    kind = (JUDGE_KINDS + REFLECTION_KINDS)[k % 4]
+    truthful = labels == "true"
+    if kind == "pointwise":
+      wrong = int(rng.integers(2))
+      prompt, yes, no = formatter.pointwise(question, shown[wrong],
+                                            int(rng.integers(len(t.pointwise))))
+      label = (yes, no)[wrong if truthful else int(rng.integers(2))]
+    elif kind == "pairwise":
+      wrong_first = int(rng.integers(2))
+      prompt = formatter.pairwise(question, shown[wrong_first], shown[1 - wrong_first],
+                                  int(rng.integers(len(t.pairwise))))
+      label = "AB"[(1 - wrong_first) if truthful else int(rng.integers(2))]
+    else:
+      prompt = formatter.reflection(kind, question, shown[int(rng.integers(2))],
+                                    int(rng.integers(len(t.cot_reflection))))
+      label = None
+    completion = (tasks.sft_examples([item], fmt=formatter.fmt)[0]["completion"]
+                  if label is None else formatter.judge_completion(item["answer"], label))
+    out.append({"prompt": prompt, "completion": completion, "answer": label or item["answer"]})
+  return out
+
+
+class Recycler:
+  """The recipe's host state: the FIFO cache and which period the current step is."""
+
+  def __init__(self, *, formatter: Formatter, group_size: int, seed: int, recycle: bool,
+               pointwise_prob: float, judge_weight: float):
+    self.formatter, self.group_size, self.seed = formatter, group_size, seed
+    self.enabled, self.pointwise_prob, self.judge_weight = recycle, pointwise_prob, judge_weight
+    self.load_state({})
+
+  def items_at(self, default: Callable) -> Callable:
+    """Reward period (cache >= P: pop P items FIFO) or infer period (the task prompts)."""
+    def at(step: int, round_index: int) -> list[dict]:
+      task = [dict(it, kind="task") for it in default(step, round_index)]
+      if round_index == 0:
+        self.period = [step, "reward" if len(self.cache) >= len(task) else "infer"]
+        self.counts[self.period[1] + "_steps"] += 1
+      if self.period == [step, "reward"] and len(self.cache) >= len(task):
+        popped, self.cache = self.cache[:len(task)], self.cache[len(task):]
+        return popped
+      return task
+    return at
+
+  def after_batch(self, records: Sequence[dict], step: int) -> None:
+    """Recycles an infer step's rollouts into the cache; reward periods are not recycled."""
+    if not self.enabled or self.period != [step, "infer"]:
+      return
+    new = recycle(records, group_size=self.group_size, formatter=self.formatter,
+                  rng=np.random.default_rng([self.seed, step]),
+                  pointwise_prob=self.pointwise_prob, judge_weight=self.judge_weight)
+    for it in new:
+      self.counts[it["kind"]] += 1
+    self.cache.extend(new)
+
+  def state_dict(self) -> dict:
+    return {"cache": list(self.cache), "period": list(self.period), "counts": dict(self.counts)}
+
+  def load_state(self, state: dict) -> None:
+    self.cache = [dict(it) for it in state.get("cache", [])]
+    self.period = list(state.get("period", [-1, ""]))
+    self.counts = {k: 0 for k in ("infer_steps", "reward_steps", *JUDGE_KINDS,
+                                  *REFLECTION_KINDS)}
+    self.counts.update(state.get("counts", {}))
+
+
+def _chat_formatter(fmt: str, tokenizer_path: str) -> Formatter:
+  """A Formatter whose prompts go through the tokenizer's chat template (as the task's do)."""
+  from rewardjax.data import loaders, tokenizers  # noqa: PLC0415 (HF presets only)
+
+  tokenizer = tokenizers.load_tokenizer(tokenizer_path)
+  sentinel = "\x00SPARK\x00"
+  prefix, suffix = loaders.format_prompts(tokenizer, [sentinel])[0].split(sentinel)
+
+  def unwrap(prompt: str) -> str:
+    if not (prompt.startswith(prefix) and prompt.endswith(suffix)):
+      return prompt
+    return prompt[len(prefix):len(prompt) - len(suffix)]
+
+  return Formatter(fmt, wrap=lambda text: prefix + text + suffix, unwrap=unwrap)
+
+
+def make_hooks(args: dict, *, records: dict, fmt: str, seed: int) -> Hooks:
+  """SPARK's hooks for `train.run`: the `Recycler`, and `self_reflection.self_judging_eval`.
+
+  Args:
+    args: `config.recipe_args` as a dict: recycle (False = the matched GRPO-only baseline),
+      pointwise_prob, judge_weight, group_size, format_warmstart (examples added to the warm
+      start; 0 = off), chat_template, tokenizer and checkpoint (HF presets), and the sizes read
+      by `self_judging_eval` (eval_problems, eval_samples, max_round, max_new_tokens,
+      batch_size, bucket, max_prompt_length).
+    records: the trainer's records; `format_warmstart` examples built from
+      records["train_problems"] are appended to records["sft"] (the warm start reads them).
+    fmt: the task's answer format, "short" or "boxed".
+    seed: the run seed.
+  """
+  formatter = (_chat_formatter(fmt, args.get("tokenizer") or args["checkpoint"])
+               if args.get("chat_template") else Formatter(fmt))
+  if args.get("format_warmstart"):
+    records["sft"] = list(records["sft"]) + format_warmstart(
+        records["train_problems"], args["format_warmstart"], formatter=formatter, seed=seed,
+        labels=args.get("format_warmstart_labels", "random"))
+  recycler = Recycler(formatter=formatter, group_size=args["group_size"], seed=seed,
+                      recycle=args.get("recycle", True),
+                      pointwise_prob=args.get("pointwise_prob", 0.3),
+                      judge_weight=args.get("judge_weight", 1.0))
+  heldout = list(records.get("heldout_problems", []))[:args.get("eval_problems", 0)]
+
+  def reward_fn(default: Callable) -> Callable:
+    def rewards(items: Sequence[dict], completions: Sequence[str]) -> np.ndarray:
+      out = np.array(default(items, completions), np.float32)
+      for i, (it, text) in enumerate(zip(items, completions)):
+        if it.get("kind") in JUDGE_KINDS:  # the verdict after the judge's working
+          out[i] = formatter.judge_reward(text, it["answer"])
+      return out
+    return rewards
+
+  def evaluate(state, tokenizer, rng):
+    del rng  # a fixed key: every evaluation draws its held-out rollouts the same way
+    if not heldout:
+      return {}
+    from rewardjax.evaluation import self_reflection  # noqa: PLC0415 (pulls in jax)
+
+    out = self_reflection.self_judging_eval(
+        state.graphdef, state.params, tokenizer, heldout, formatter=formatter, seed=seed,
+        judge_index=TEST_TIME_JUDGE, revise_index=TEST_TIME_REVISE,
+        num_samples=args["eval_samples"], max_round=args["max_round"],
+        max_new_tokens=args["max_new_tokens"], batch_size=args["batch_size"],
+        bucket=args["bucket"], max_prompt_length=args["max_prompt_length"])
+    return {**out, **{f"spark_{k}": float(v) for k, v in recycler.counts.items()}}
+
+  return Hooks(items_at=recycler.items_at, reward_fn=reward_fn,
+               after_batch=recycler.after_batch, evaluate=evaluate, state_dict=recycler.state_dict,
+               load_state=recycler.load_state)

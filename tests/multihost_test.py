@@ -1,0 +1,179 @@
+"""Two processes joined by `jax.distributed.initialize` run the GRPO step of one 4-device process.
+
+Each process (2 CPU devices, gloo collectives) feeds only its own prompts, decodes and rewards
+only its own rollouts, and both write one orbax checkpoint together. The reference is the same
+function in one process with 4 CPU devices. Run as a script, this file is a worker:
+`python tests/multihost_test.py PROCESS_ID NUM_PROCESSES PORT OUT_DIR` (NUM_PROCESSES=1: the
+single 4-device process).
+"""
+
+import functools
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+MESH = (1, 2, 2)  # data, fsdp, tensor: fsdp spans the two processes, tensor stays inside one
+PROMPTS, GROUP, PROMPT_LEN, NEW_TOKENS = 4, 2, 16, 8
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST_COMPILE = {"xla_backend_optimization_level": 0}  # CPU compile budget; same semantics
+
+
+def model_fn(rngs):
+  from rewardjax.models import transformer  # lazily, like every rewardjax import here
+
+  config = transformer.ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                   num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8)
+  return transformer.Transformer(config, rngs=rngs)
+
+
+def abstract_params() -> dict:
+  from flax import nnx
+
+  _, abstract = nnx.split(nnx.eval_shape(lambda: model_fn(nnx.Rngs(0))), nnx.Param)
+  return nnx.to_pure_dict(abstract)
+
+
+def grpo_step(mesh, checkpoint_dir=None) -> dict:
+  """One GRPO step (sample, reward on the host, score old/ref, update) on `mesh`.
+
+  Returns host numpy copies of the new params (gathered from every process), this process's
+  completions and the loss. Every process runs it with the same arguments.
+  """
+  # Imported here: a worker sets its devices and collectives before anything touches jax.
+  from jax.experimental import multihost_utils
+
+  from rewardjax import advantages, checkpoint, losses, optim, rollouts, sharding, train, update
+  from rewardjax.types import RolloutBatch
+
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda a: rng.normal(0.0, 0.1, a.shape).astype(a.dtype),
+                        abstract_params())
+  tx = optim.make_optimizer(learning_rate=1e-2, total_steps=1, schedule="constant", eps=1e-3)
+  key = jax.random.key(0)
+  state, state_sharding = train.create_state(model_fn, tx, mesh, key, params=params,
+                                             with_ref=True)
+
+  # Every host knows the step's prompts but feeds only the rows its devices hold.
+  prompts = rng.integers(1, 64, (PROMPTS, PROMPT_LEN)).astype(np.int32)
+  prompt_mask = np.ones_like(prompts)
+  prompt_mask[0, :5] = 0
+  mine = sharding.process_rows(PROMPTS, mesh)
+  prompts_d, prompt_mask_d = sharding.host_batch((prompts[mine], prompt_mask[mine]), mesh)
+  with jax.set_mesh(mesh):
+    out = rollouts.generate((state.graphdef, state.params), prompts_d, prompt_mask_d,
+                            jax.random.key(1), max_new_tokens=NEW_TOKENS, eos_token_id=None,
+                            num_samples=GROUP)
+    # Host-side reward of this host's own rollouts (whole groups: rows p*G .. p*G+G-1).
+    completions = sharding.local_rows(out.completion_tokens)
+    rewards = (completions < 32).mean(axis=1).astype(np.float32)
+    advantages_b = np.asarray(advantages.group_advantages(rewards, GROUP))
+    completion_mask = np.ones_like(completions)
+    tokens, attention_mask, completion_mask, advantages_d = sharding.host_batch(
+        (sharding.local_rows(out.tokens),
+         np.concatenate([sharding.local_rows(out.prompt_mask), completion_mask], axis=1),
+         completion_mask, advantages_b), mesh)
+    score = jax.jit(functools.partial(update.score_rollouts, graphdef=state.graphdef,
+                                      completion_length=NEW_TOKENS, chunk_size=4),
+                    compiler_options=FAST_COMPILE)
+    old, ref = score(state.params, state.ref_params, tokens=tokens,
+                     attention_mask=attention_mask)
+    batch = RolloutBatch(tokens=tokens, attention_mask=attention_mask,
+                         completion_mask=completion_mask, old_logprobs=old, ref_logprobs=ref,
+                         advantages=advantages_d)
+    step = jax.jit(
+        functools.partial(update.policy_update, chunk_size=4, loss_fn=functools.partial(
+            losses.grpo_loss, loss_type="grpo", beta=0.04)),
+        in_shardings=(state_sharding, jax.tree.map(lambda x: x.sharding, batch),
+                      sharding.replicated(mesh)),
+        out_shardings=(state_sharding, sharding.replicated(mesh)),
+        donate_argnames=("state",), compiler_options=FAST_COMPILE)
+    state, metrics = step(state, batch, key)
+  if checkpoint_dir:  # every process writes its own shards
+    manager = checkpoint.make_manager(checkpoint_dir, async_save=False)
+    checkpoint.save(manager, 1, {"params": state.params}, extra={"step": 1})
+    checkpoint.wait(manager)
+    manager.close()
+  gathered = multihost_utils.process_allgather(state.params, tiled=True)
+  flat = {jax.tree_util.keystr(path): np.asarray(x)
+          for path, x in jax.tree_util.tree_flatten_with_path(gathered)[0]}
+  return {"params": flat, "completions": completions, "first_row": mine.start * GROUP,
+          "loss": np.asarray(metrics["loss"])}
+
+
+def worker(process_id: int, num_processes: int, port: int, out_dir: str) -> None:
+  from rewardjax import sharding
+
+  jax.config.update("jax_num_cpu_devices", 4 // num_processes)
+  if num_processes > 1:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    sharding.initialize_distributed(f"localhost:{port}", num_processes, process_id)
+
+  assert jax.device_count() == 4 and jax.local_device_count() == 4 // num_processes
+  result = grpo_step(sharding.make_mesh(*MESH), checkpoint_dir=(
+      os.path.join(out_dir, "ckpt") if num_processes > 1 else None))
+  np.savez(os.path.join(out_dir, f"process_{process_id}_of_{num_processes}.npz"),
+           loss=result["loss"], completions=result["completions"],
+           first_row=result["first_row"], **{f"param{k}": v for k, v in result["params"].items()})
+  if num_processes > 1:
+    jax.distributed.shutdown()
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_four_devices(tmp_path):
+  port, env = free_port(), dict(os.environ, PYTHONPATH=REPO)
+  runs = [(0, 2), (1, 2), (0, 1)]  # the two hosts, and the single 4-device process
+  workers = []
+  for process_id, count in runs:
+    log = open(tmp_path / f"process_{process_id}_of_{count}.log", "w")
+    workers.append(subprocess.Popen(
+        [sys.executable, __file__, str(process_id), str(count), str(port), str(tmp_path)],
+        env=env, stdout=log, stderr=subprocess.STDOUT))
+  try:
+    for w in workers:
+      w.wait(timeout=240)
+  finally:
+    for w in workers:
+      w.kill()  # no-op for a worker that exited
+  for (process_id, count), w in zip(runs, workers):
+    log = tmp_path / f"process_{process_id}_of_{count}.log"
+    assert w.returncode == 0, log.read_text()[-3000:]
+
+  want = np.load(tmp_path / "process_0_of_1.npz")
+  sides = [np.load(tmp_path / f"process_{i}_of_2.npz") for i in range(2)]
+  names = [k for k in want.files if k.startswith("param")]
+  for side in sides:  # both hosts hold the same updated params, equal to one process's
+    np.testing.assert_allclose(side["loss"], want["loss"], rtol=1e-5)
+    for name in names:
+      np.testing.assert_allclose(side[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+  # Each host sampled its own half of the rollouts, the rows one process samples there.
+  assert [int(s["first_row"]) for s in sides] == [0, PROMPTS * GROUP // 2]
+  np.testing.assert_array_equal(np.concatenate([s["completions"] for s in sides]),
+                                want["completions"])
+
+  # The checkpoint both hosts wrote restores whole in this process.
+  from rewardjax import checkpoint, sharding
+
+  mesh = sharding.make_mesh(*MESH, devices=jax.devices()[:4])
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
+      abstract_params())
+  restored, extra = checkpoint.restore_latest(checkpoint.make_manager(str(tmp_path / "ckpt")),
+                                              {"params": abstract})
+  assert extra == {"step": 1}
+  for path, x in jax.tree_util.tree_flatten_with_path(restored["params"])[0]:
+    np.testing.assert_array_equal(np.asarray(x), sides[0][f"param{jax.tree_util.keystr(path)}"])
+
+
+if __name__ == "__main__":
+  worker(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
