@@ -21,11 +21,15 @@ def main(argv):
   del argv
   import jax  # noqa: PLC0415 (after flag parsing, so --help is fast)
 
-  from rewardjax import train  # noqa: PLC0415
+  from rewardjax import sharding, train  # noqa: PLC0415
 
   # orbax logs every checkpoint step at INFO; the progress bar already says what happens.
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
+  if config.distributed.initialize:  # must precede every other jax call, even jax.devices()
+    dist = config.distributed
+    sharding.initialize_distributed(dist.coordinator_address, dist.num_processes,
+                                    dist.process_id)
   workdir = _WORKDIR.value or os.path.join(
       "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
   logging.info("JAX devices: %s", jax.devices())

@@ -59,7 +59,7 @@ def rl_batch(state, step: int, rng: jax.Array, *, items_at: Callable, tokenizer,
     host = jax.device_get({"tokens": out.tokens, "prompt_mask": out.prompt_mask,
                            "completion_mask": out.completion_mask,
                            "completion_tokens": out.completion_tokens,
-                           "lengths": out.lengths})
+                           "lengths": out.lengths, "model_logprobs": out.model_logprobs})
     texts = tokenizers.decode_completions(tokenizer, host["completion_tokens"],
                                           stop_ids=stop_token_ids)
     row_items = [it for it in items for _ in range(group_size)]
@@ -80,6 +80,7 @@ def rl_batch(state, step: int, rng: jax.Array, *, items_at: Callable, tokenizer,
       rows = slice(p * group_size, (p + 1) * group_size)
       group = dict(tokens=host["tokens"][rows], prompt_mask=host["prompt_mask"][rows],
                    completion_mask=host["completion_mask"][rows],
+                   model_logprobs=host["model_logprobs"][rows],
                    rewards=np.where(finite[rows], rewards[rows], 0.0),
                    finite=finite[rows], items=row_items[rows], texts=texts[rows])
       informative = finite[rows].all() and (np.ptp(rewards[rows]) > 0 or group_size == 1)
@@ -114,7 +115,13 @@ def rl_batch(state, step: int, rng: jax.Array, *, items_at: Callable, tokenizer,
   advantages_B = advantages_B * np.array([float(it.get("weight", 1.0)) for g in groups
                                           for it in g["items"]], np.float32)
   tokens_d, attention_d = sharding.shard_batch((tokens, attention_mask), mesh)
-  old_logprobs, ref_logprobs = score_fn(state.params, state.ref_params, tokens_d, attention_d)
+  # The sampler's own log-probs (temperature 1, the sampling params) are the old-policy ones:
+  # no second forward pass. Only the reference is scored; without one the KL term is zero.
+  old_logprobs = sharding.shard_batch(
+      np.concatenate([g["model_logprobs"] for g in groups]).astype(np.float32), mesh)
+  _, ref_logprobs = score_fn(None, state.ref_params, tokens_d, attention_d)
+  if ref_logprobs is None:
+    ref_logprobs = old_logprobs
   batch = RolloutBatch(
       tokens=tokens_d, attention_mask=attention_d,
       completion_mask=sharding.shard_batch(completion_mask, mesh),

@@ -239,10 +239,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir`, resuming from its last checkpoint; returns the summary."""
   # ===== Setup ================================================================================
   if config.distributed.initialize:
-    jax.distributed.initialize(
-        coordinator_address=config.distributed.coordinator_address or None,
-        num_processes=config.distributed.num_processes or None,
-        process_id=None if config.distributed.process_id < 0 else config.distributed.process_id)
+    dist = config.distributed
+    sharding.initialize_distributed(dist.coordinator_address, dist.num_processes,
+                                    dist.process_id)
   if config.algorithm not in algorithms.ALGORITHMS:
     raise ValueError(f"algorithm={config.algorithm!r}; valid: {sorted(algorithms.ALGORITHMS)}")
   os.makedirs(workdir, exist_ok=True)

@@ -128,18 +128,20 @@ def sft_update(state: TrainState, batch: SequenceBatch, rng: jax.Array, *,
 
 
 def score_rollouts(params, ref_params, graphdef, tokens, attention_mask, completion_length: int,
-                   *, chunk_size: int = 1024) -> tuple[jax.Array, jax.Array]:
+                   *, chunk_size: int = 1024) -> tuple[jax.Array | None, jax.Array | None]:
   """Old-policy and reference log-probs [B, T] of the completions, in one jitted pass.
 
-  Both are constants of the update (stop_gradient); when there is no reference model the
-  reference log-probs are the old ones (their KL term is then zero).
+  Either may be skipped by passing None for its params (the sampler already returns the
+  old-policy log-probs, `Rollout.model_logprobs`, so the RL loop only scores the reference).
+  Both are constants of the update (stop_gradient).
   """
   prompt_length = tokens.shape[1] - completion_length
-  old, _ = token_logprobs(nnx.merge(graphdef, params), tokens, attention_mask, prompt_length,
-                          completion_length, chunk_size=chunk_size)
-  if ref_params is None:
-    ref = old
-  else:
-    ref, _ = token_logprobs(nnx.merge(graphdef, ref_params), tokens, attention_mask,
-                            prompt_length, completion_length, chunk_size=chunk_size)
-  return jax.lax.stop_gradient(old), jax.lax.stop_gradient(ref)
+
+  def score(p):
+    if p is None:
+      return None
+    logps, _ = token_logprobs(nnx.merge(graphdef, p), tokens, attention_mask, prompt_length,
+                              completion_length, chunk_size=chunk_size)
+    return jax.lax.stop_gradient(logps)
+
+  return score(params), score(ref_params)

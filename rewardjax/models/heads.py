@@ -8,7 +8,7 @@ from jaxtyping import Array, Float, Int
 from rewardjax.models.transformer import ModelConfig, Transformer
 
 
-def last_token_index(attention_mask: Int[Array, "B S"]) -> Int[Array, "B"]:
+def last_token_index(attention_mask: Int[Array, "B S"]) -> Int[Array, " B"]:
   """Index of the last real token of each row (works for left and right padding; 0 if empty).
 
   >>> import jax.numpy as jnp
