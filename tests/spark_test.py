@@ -72,7 +72,8 @@ def test_all_correct_and_all_wrong_groups():
   # an answer; all-unanswered: no judge item.
   assert [it["question"] for it in judge] == ["0+0", "1+1", "4+4", "5+5"]
   assert [it["answer"] in ("Y", "A") for it in judge] == [True, False, True, False]
-  assert judge[0]["prompt"].endswith("\nS:0\n0+0=") and "\nS:11\n" in judge[3]["prompt"]
+  assert judge[0]["prompt"].split("\n")[1::2] == ["0", "0+0="]
+  assert judge[3]["prompt"].split("\n")[1::2] == ["11", "5+5="]
   reflection = [it for it in items if it["kind"] in spark.REFLECTION_KINDS]
   # Every group with a wrong rollout; the first half (p < 4) reflects on a full text (even
   # an unanswered one), the second half only on an extracted answer.
@@ -106,10 +107,9 @@ def test_mixed_group_probabilities_statistically():
 def test_pairwise_slot_holds_the_correct_answer():
   for seed in range(50):
     for it in _recycle(_batch([MIXED] * 4), seed, pointwise_prob=0.0):
-      slot = {"A": "(A)", "B": "(B)"}[it["answer"]] if it["kind"] == "pairwise" else None
-      if slot:
+      if it["kind"] == "pairwise":
         correct = str(2 * int(it["question"].split("+")[0]))
-        assert f"{slot}{correct}{'(B)' if slot == '(A)' else chr(10)}" in it["prompt"]
+        assert f"\n{correct}\n{it['answer']}\n" in it["prompt"]
         assert it["prompt"].endswith(f"\n{it['question']}=")
 
 
@@ -204,16 +204,23 @@ def test_format_warmstart_labels(labels, agreement):
                {s for s, *_ in spark.TEMPLATES["short"].pointwise}]
   assert len(pointwise) == 100
   truth = {p["question"]: p["answer"] for p in problems}
-  # prompt "<instruction>\nS:<answer>\n<question>="
-  equations = [(e["prompt"].split("\n")[2][:-1], e["prompt"].split("\n")[1][2:])
+  # prompt "<instruction>\n<answer>\n<yes label>\n<question>="
+  equations = [(e["prompt"].split("\n")[3][:-1], e["prompt"].split("\n")[1])
                for e in pointwise]
   working = [e["completion"].split("\n")[0] for e in pointwise]
   assert working == [truth[q] for q, _ in equations]  # the judge works the answer out first
   shown_ok = [answer == truth[question] for question, answer in equations]
   says_yes = [SHORT.split_verdict(e["completion"])[1] in ("Y", "A") for e in pointwise]
   # "random": the verdict agrees with correctness at chance level; "true": always.
-  assert _within(np.mean(np.equal(shown_ok, says_yes)), agreement, len(pointwise)) or (
-      agreement == 1.0 and all(np.equal(shown_ok, says_yes)))
+  assert _within(np.mean(np.equal(shown_ok, says_yes)), agreement, len(pointwise))
+  pairwise = [e for e in examples if e["prompt"].split("\n")[0] in
+              set(spark.TEMPLATES["short"].pairwise)]
+  assert len(pairwise) == 100
+  # prompt "<instruction>\n<a>\nA\n<b>\nB\n<question>="
+  picked_ok = [e["prompt"].split("\n")[1 if SHORT.split_verdict(e["completion"])[1] == "A"
+                                      else 3] == truth[e["prompt"].split("\n")[5][:-1]]
+               for e in pairwise]
+  assert _within(np.mean(picked_ok), agreement, len(pairwise))
 
 
 def test_judge_reward_reads_the_last_line_or_box():

@@ -19,12 +19,14 @@ GRPO objective this is exactly a per-row loss weight on the policy term (the cli
 
 Formats. "boxed" (HF models): paper-style instructions, prompts wrapped with the tokenizer's
 chat template; a judge reasons, then boxes its verdict, and the last box is read (`\\box{}` and
-`\\boxed{}` both verify, §2.7). "short" (the char-level tiny model): the same parts
-(instruction, answer(s) or solution, question, answer instruction) in a few dozen characters,
-each prompt closing with the task prompt "47-8=" so the question is worked out where the model
-solves tasks; a judge writes its working (its own answer) on one line, then a one-character
-verdict (Y/N or A/B) on the last line, the line that is read (the counterpart of the last
-box). The recipe's `reward_fn` scores judge items by that verdict.
+`\\boxed{}` both verify, §2.7). "short" (the char-level tiny model): the same parts in a few
+dozen characters, each prompt closing with the task prompt "47-8=" so the question is worked
+out where the model solves tasks, and each judged answer followed by the verdict it earns if
+right ("41\\nY\\n47-8=": Y if 41 is correct, else N; pairwise "41\\nA\\n39\\nB\\n47-8="). A judge
+writes its working (its own answer) on one line, then a one-character verdict on the last
+line, the line that is read (the counterpart of the last box); the recipe's `reward_fn`
+scores judge items by it. A char model verifies by re-solving and matching, which these
+templates make a copy of the label that follows its own answer.
 
 Every random choice is drawn from `np.random.default_rng([seed, step])`, and the cache is the
 recipe's checkpointed state, so a resumed run recycles and pops exactly as an uninterrupted one.
@@ -58,8 +60,9 @@ class TemplateSet:
 def _short_templates() -> TemplateSet:
   # Every prompt ends with the task prompt "47-8=" (the question, then the short format's
   # answer instruction "="), so the model works the question out where it solves tasks; the
-  # answer(s) to judge or reflect on come before it. Every recycled prompt of the built-in task
-  # fits 32 tokens.
+  # answer(s) to judge or reflect on come before it, each followed by the verdict it earns if
+  # it is right ("41\nY": say Y if 41 is correct, else N), so a judge that re-solves the
+  # question matches its working against them. Every prompt of the built-in task fits 32 tokens.
   verbs = ("ok", "right", "true", "valid", "exact", "sound")
   neutral = [f"{a}&{b}" for a in ("check", "see", "judge", "test", "vet")
              for b in ("fix", "redo", "solve", "mend")]
@@ -73,8 +76,8 @@ def _short_templates() -> TemplateSet:
       cot_reflection=tuple((i, "CoT") for i in neutral) + tuple((i, "BadCoT") for i in explicit),
       answer_reflection=tuple((i, "Ans") for i in neutral)
       + tuple((i, "BadAns") for i in explicit),
-      pointwise_body="\nS:{answer}\n{question}=",
-      pairwise_body="\n(A){answer_a}(B){answer_b}\n{question}=",
+      pointwise_body="\n{answer}\n{yes}\n{question}=",
+      pairwise_body="\n{answer_a}\nA\n{answer_b}\nB\n{question}=",
       reflection_body="\n{tag}:{content}\n{question}=")
 
 
@@ -197,12 +200,12 @@ class Formatter:
     """(prompt, yes label, no label) of pointwise template `index`.
 
     >>> Formatter("short").pointwise("47-8", "41", 0)
-    ('ok? Y/N\\nS:41\\n47-8=', 'Y', 'N')
+    ('ok? Y/N\\n41\\nY\\n47-8=', 'Y', 'N')
     >>> Formatter("short").pointwise("47-8", "39", 12)[1:]
     ('A', 'B')
     """
     instruction, yes, no = self.templates.pointwise[index]
-    body = self.templates.pointwise_body.format(question=question, answer=answer)
+    body = self.templates.pointwise_body.format(question=question, answer=answer, yes=yes)
     return self.wrap(instruction + body), yes, no
 
   def pairwise(self, question: str, answer_a: str, answer_b: str, index: int) -> str:
@@ -363,7 +366,7 @@ def format_warmstart(problems: Sequence[dict], n: int, *, formatter: Formatter, 
       wrong_first = int(rng.integers(2))
       prompt = formatter.pairwise(question, shown[wrong_first], shown[1 - wrong_first],
                                   int(rng.integers(len(t.pairwise))))
-      label = "AB"[(1 - wrong_first) if truthful else int(rng.integers(2))]
+      label = "AB"[wrong_first if truthful else int(rng.integers(2))]  # the correct slot
     else:
       prompt = formatter.reflection(kind, question, shown[int(rng.integers(2))],
                                     int(rng.integers(len(t.cot_reflection))))
