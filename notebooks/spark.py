@@ -77,7 +77,7 @@ print(spark.Formatter("boxed").pointwise("What is 47-8?", "41", index=0)[0])
 config = spark_config.get_config("smoke" if TINY else None)
 if not TINY:
   config.train.steps = config.train.eval_every = 60
-workdir = tempfile.mkdtemp(prefix="spark_notebook_")
+workdir = os.environ.get("REWARDJAX_NOTEBOOK_WORKDIR") or tempfile.mkdtemp(prefix="spark_")
 summary = train.run(config, workdir)
 
 # %%

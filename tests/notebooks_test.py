@@ -15,7 +15,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
-TINY_ENV = {"REWARDJAX_NOTEBOOK_TINY": "1"}
+TINY_ENV = {"REWARDJAX_NOTEBOOK_TINY": "1"}  # notebooks read it to pick tiny settings
 METADATA = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
             "language_info": {"name": "python"}}
 
@@ -74,8 +74,9 @@ def test_ipynb_in_sync(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_on_tiny_settings(path):
-  env = {**os.environ, **TINY_ENV, "PYTHONPATH": str(ROOT)}
+def test_notebook_runs_on_tiny_settings(path, tmp_path):
+  env = {**os.environ, **TINY_ENV, "PYTHONPATH": str(ROOT),
+         "REWARDJAX_NOTEBOOK_WORKDIR": str(tmp_path)}
   env.pop("XLA_FLAGS", None)
   result = subprocess.run([sys.executable, str(path)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)

@@ -52,7 +52,7 @@ class TemplateSet:
   pairwise: tuple[str, ...]                      # 20 instructions; labels are the slots A, B
   cot_reflection: tuple[tuple[str, str], ...]    # 30 x (instruction, content tag): 20 + 10
   answer_reflection: tuple[tuple[str, str], ...]
-  pointwise_body: str                            # .format(question=, answer=)
+  pointwise_body: str                            # .format(question=, answer=, yes=)
   pairwise_body: str                             # .format(question=, answer_a=, answer_b=)
   reflection_body: str                           # .format(question=, tag=, content=)
 
@@ -279,7 +279,7 @@ def recycle(records: Sequence[dict], *, group_size: int, formatter: Formatter,
     wrong = [i for i in range(group_size) if not correct[i]]
     wrong_answered = [i for i in wrong if answers[i] is not None]
 
-    def pointwise(i, p=p, answers=answers, correct=correct, question=question):
+    def pointwise(i, answers=answers, correct=correct, question=question):
       prompt, yes, no = formatter.pointwise(question, answers[i], int(rng.integers(len(
           t.pointwise))))
       return _item(prompt, yes if correct[i] else no, question, "pointwise", judge_weight)
