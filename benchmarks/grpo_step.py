@@ -33,11 +33,12 @@ import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import machine  # noqa: E402 (benchmarks/machine.py, next to this script)
 
 from rewardjax import algorithms, losses, optim, sharding, train, update  # noqa: E402
 from rewardjax.models import hf, transformer  # noqa: E402
@@ -98,19 +99,6 @@ def matmul_params(config: transformer.ModelConfig) -> int:
   # The embedding is a lookup, but the tied unembedding is a [D, V] matmul: count it once.
   return total - config.vocab_size * config.hidden_size * (0 if config.tie_word_embeddings
                                                            else 1)
-
-
-def matmul_flops_per_s(n: int = 1024, repeats: int = 20) -> float:
-  """Measured float32 matmul throughput of this machine (JAX): 2 n^3 / median time."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  matmul = jax.jit(jnp.matmul)
-  matmul(a, a).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    matmul(a, a).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return 2.0 * n**3 / statistics.median(times)
 
 
 def machine_line() -> str:
@@ -288,7 +276,7 @@ def report(rj_times, trl_times, flops, args) -> None:
     print(f"note: load above {os.cpu_count()} CPUs; torch's {args.torch_threads} OpenMP threads "
           "stall at every barrier under contention (TRL then runs several times slower than "
           "with --torch_threads 1): rerun on an idle machine for the headline ratio.")
-  peak = matmul_flops_per_s()
+  peak = machine.matmul_flops_per_s()
   print(f"model FLOPs per step {flops / 1e9:.1f} GFLOP; measured f32 matmul {peak / 1e9:.1f} "
         f"GFLOP/s (compute limit {flops / peak:.3f} s/step)")
 

@@ -22,6 +22,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import machine  # noqa: E402 (benchmarks/machine.py, next to this script)
 import numpy as np
 import torch
 import transformers
@@ -65,19 +66,6 @@ def model_flops(config: ModelConfig, matmul_params: int, batch: int, prompt_len:
   context = batch * sum(prompt_len + t for t in range(new_tokens))
   attention = 4 * config.num_layers * config.num_heads * config.head_dim * context
   return 2.0 * matmul_params * positions + attention
-
-
-def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
-  """Measured f32 matmul throughput of this machine: 2 n^3 / median time."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  matmul = jax.jit(jnp.matmul)
-  matmul(a, a).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    matmul(a, a).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return 2.0 * n**3 / statistics.median(times)
 
 
 def time_calls(fn, repeats: int) -> list[float]:
@@ -160,7 +148,7 @@ def main():
   hf_s = {threads: statistics.median(t) for threads, t in times.items()}
   best_threads = min(hf_s, key=hf_s.get)
 
-  peak = matmul_flops_per_s()
+  peak = machine.matmul_flops_per_s()
   print(f"model: {matmul_params / 1e6:.2f}M matmul params, {args.prompts} prompts x "
         f"{args.prompt_len} tokens -> {args.new_tokens} new tokens each; jax {jax.__version__}, "
         f"torch {torch.__version__}, transformers {transformers.__version__}; "
