@@ -237,15 +237,20 @@ def _pair_tokens(config, tokenizer, pairs, loss_mask=False):
 # ---------------------------------------------------------------------------------------------
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir`, resuming from its last checkpoint; returns the summary."""
-  # ===== Setup ================================================================================
   if config.distributed.initialize:
     dist = config.distributed
     sharding.initialize_distributed(dist.coordinator_address, dist.num_processes,
                                     dist.process_id)
   if config.algorithm not in algorithms.ALGORITHMS:
     raise ValueError(f"algorithm={config.algorithm!r}; valid: {sorted(algorithms.ALGORITHMS)}")
-  os.makedirs(workdir, exist_ok=True)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+  with jax.set_mesh(mesh):  # turns on the models' activation sharding constraints
+    return _run_on_mesh(config, workdir, mesh)
+
+
+def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
+  # ===== Setup ================================================================================
+  os.makedirs(workdir, exist_ok=True)
   is_rl, is_rm = config.algorithm == "grpo", config.algorithm == "reward_model"
   rows = config.train.batch_size * (config.rollout.num_generations if is_rl else 2)
   sharding.check_batch(rows // config.algo.num_minibatches, mesh, "rows per minibatch")
