@@ -31,6 +31,7 @@ def get_config(smoke: bool = False, size: str = "tiny") -> ml_collections.Config
       eval_path="",                 # held-out file (else a hashed split of `path`)
       tfds_data_dir="",
       difficulty=1, fmt="short", heldout_fraction=0.1,
+      pairs_per_question=1,         # built-in preference pairs per training question
       num_train=20_000, num_eval=256,
       chat_template=False,          # wrap prompts with the tokenizer's chat template
       max_prompt_length=64, max_completion_length=16, bucket=16))

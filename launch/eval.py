@@ -42,22 +42,18 @@ def main(argv):
                        fmt=config.data.fmt, seed=config.seed)
   mconfig = train.model_config(config, tokenizer)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-  restored = None
+  state = None
   if workdir:
     # The training run's state layout, so the checkpoint restores exactly as on resume.
     tx = train.make_optimizer(config.optim, config.train.steps * config.algo.num_iterations
                               * config.algo.num_minibatches)
-    with_ref = config.algo.beta > 0
-    _, abstract, shardings = train.state_layout(
-        lambda rngs: transformer.Transformer(mconfig, rngs=rngs), tx, mesh,
-        jax.random.key(config.seed), with_ref=with_ref)
     manager = checkpoint.make_manager(workdir)
-    restored = checkpoint.restore_latest(
-        manager, train._with_shardings(train._saveable(abstract), train._saveable(shardings)))
+    state, extra, _ = train.restore(
+        manager, lambda rngs: transformer.Transformer(mconfig, rngs=rngs), tx, mesh,
+        jax.random.key(config.seed), with_ref=config.algo.beta > 0)
     manager.close()
-  if restored is not None:
-    tree, extra = restored
-    state, step = abstract.replace(**tree), int(extra["step"])
+  if state is not None:
+    step = int(extra["step"])
     hooks.load_state(extra.get("recipe", {}))
     print(f"evaluating {workdir} at step {step}")
   elif config.model.checkpoint:
@@ -73,7 +69,8 @@ def main(argv):
                          "--config.model.checkpoint to evaluate")
   # The trainer's evaluation key for this step: the numbers match its eval at `step`.
   rng = jax.random.fold_in(jax.random.key(config.seed + 1), step)
-  results = train.evaluate(config, state, records, tokenizer, hooks, rng, None, None)
+  with jax.set_mesh(mesh):
+    results = train.evaluate(config, state, records, tokenizer, hooks, rng, None, None)
   width = max(len(k) for k in results)
   print("\n".join(f"{k:<{width}}  {v:.4g}" for k, v in results.items()))
   if workdir:

@@ -73,7 +73,8 @@ def load_records(config, tokenizer) -> dict[str, list[dict]]:
                                      slip_rate=config.warmstart.slip_rate, seed=config.seed),
            "train_problems": train, "heldout_problems": heldout}
     if kind == "preference":
-      out.update(train=tasks.preference_pairs(train, fmt=d.fmt, seed=config.seed),
+      out.update(train=tasks.preference_pairs(train, fmt=d.fmt, seed=config.seed,
+                                              pairs_per_question=d.pairs_per_question),
                  heldout=tasks.preference_pairs(heldout, fmt=d.fmt, seed=config.seed + 1))
     else:
       out.update(train=train, heldout=heldout)
@@ -165,9 +166,18 @@ def _saveable(state: TrainState) -> dict:
           "rng": state.rng, "ref_params": state.ref_params}
 
 
-def _with_shardings(abstract_tree, shardings):
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      abstract_tree, shardings)
+def restore(manager, model_fn, tx, mesh, rng, *, with_ref: bool,
+            config_fingerprint: str | None = None):
+  """`(state, extra, state_sharding)` of the newest checkpoint in `manager`, bitwise, laid out
+  as `create_state` would; state and extra are None when the manager holds no checkpoint."""
+  _, abstract, shardings = state_layout(model_fn, tx, mesh, rng, with_ref=with_ref)
+  target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        _saveable(abstract), _saveable(shardings))
+  restored = checkpoint.restore_latest(manager, target, config_fingerprint=config_fingerprint)
+  if restored is None:
+    return None, None, shardings
+  tree, extra = restored
+  return abstract.replace(**tree), extra, shardings
 
 
 def warm_start(graphdef, params, records, tokenizer, mesh, rng, writer, *, steps, batch_size,
@@ -278,13 +288,9 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
                                     async_save=config.checkpoint.async_save)
   fingerprint = checkpoint.config_fingerprint(config.to_dict())
   writer = metrics_lib.MetricsWriter(workdir, total_steps=total_steps)
-  _, abstract_state, state_sharding = state_layout(model_fn, tx, mesh, rng, with_ref=with_ref)
-  restored = checkpoint.restore_latest(
-      manager, _with_shardings(_saveable(abstract_state), _saveable(state_sharding)),
-      config_fingerprint=fingerprint)
-  if restored is not None:
-    tree, extra = restored
-    state = abstract_state.replace(**tree)
+  state, extra, state_sharding = restore(manager, model_fn, tx, mesh, rng, with_ref=with_ref,
+                                         config_fingerprint=fingerprint)
+  if state is not None:
     start_step = int(extra["step"])
     hooks.load_state(extra.get("recipe", {}))
     writer.print(f"resumed {workdir} at step {start_step}")

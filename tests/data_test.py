@@ -176,6 +176,19 @@ def test_sft_targets_and_preferences_verify(fmt):
     assert items[0]["prompt"].endswith("=") and len(items[0]["prompt"]) < 16
 
 
+def test_several_pairs_per_question_have_distinct_wrong_answers():
+  items = tasks.problems(30, difficulty=1, seed=4)
+  pairs = tasks.preference_pairs(items, seed=5, pairs_per_question=3)
+  assert len(pairs) == 3 * len(items)
+  for i, it in enumerate(items):
+    group = pairs[3 * i:3 * i + 3]
+    assert {p["chosen"] for p in group} == {str(it["answer"])}
+    assert len({p["rejected"] for p in group}) == 3 and str(it["answer"]) not in {
+        p["rejected"] for p in group}
+  with pytest.raises(ValueError, match="pairs_per_question"):
+    tasks.preference_pairs(items, pairs_per_question=0)
+
+
 def test_ranked_lists_best_first_without_ties():
   items = tasks.problems(30, difficulty=2, seed=3)
   for r in tasks.ranked_responses(items, k=5, seed=0):

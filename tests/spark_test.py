@@ -2,6 +2,9 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from rewardjax.data import tasks
 from rewardjax.recipes import spark
 from rewardjax.rewards import verifiers
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = spark.Formatter("short")
 G = 8
 
@@ -260,3 +264,13 @@ def test_smoke_run_through_train(tmp_path):
               "best_of_n_accuracy"):
     assert f"final/{key}" in summary
   assert 0.0 <= summary["final/self_reflection_accuracy"] <= 1.0
+  # launch/eval.py restores the run's last checkpoint and reports the same metric set.
+  out = subprocess.run([sys.executable, "launch/eval.py", "--config=configs/spark.py:smoke",
+                        f"--workdir={tmp_path}"], cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert f"evaluating {tmp_path} at step 2" in out.stdout
+  with open(tmp_path / "eval_2.json") as f:
+    evaluated = json.load(f)
+  assert {k for k in summary if k.startswith("final/")} - {"final/steps"} <= {
+      f"final/{k}" for k in evaluated}

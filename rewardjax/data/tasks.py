@@ -250,29 +250,39 @@ def wrong_answers(value: int, k: int, rng: np.random.Generator) -> list[int]:
   return sorted(chosen, key=lambda c: abs(c - value))
 
 
-def preference_pairs(items: Sequence[dict], *, fmt: str = "short", seed: int = 0) -> list[dict]:
+def preference_pairs(items: Sequence[dict], *, fmt: str = "short", seed: int = 0,
+                     pairs_per_question: int = 1) -> list[dict]:
   """DPO / reward-model pairs `{"prompt", "chosen", "rejected", "answer"}`.
 
   chosen is the correct target, rejected the same target with a plausible wrong answer
-  (`wrong_answers`, rng default_rng([seed, i]) for item i).
+  (`wrong_answers`, rng default_rng([seed, i]) for item i). With `pairs_per_question` = k > 1,
+  item i gives k consecutive pairs whose rejected answers are k distinct wrong answers: more
+  distinct pairs from a finite pool of questions, so a reward model learns to verify rather
+  than to remember which answer of a pair it saw rejected.
 
   Args:
     items: records from `problems`.
     fmt: a key of FORMATS.
     seed: picks the wrong answers.
+    pairs_per_question: pairs per item, >= 1.
 
   >>> pair = preference_pairs(problems(1, difficulty=0))[0]
   >>> pair["prompt"], pair["chosen"], pair["rejected"]
   ('8+6=', '14', '4')
+  >>> [p["rejected"] for p in preference_pairs(problems(1, difficulty=0), pairs_per_question=3)]
+  ['12', '4', '-14']
   """
+  if pairs_per_question < 1:
+    raise ValueError(f"pairs_per_question must be >= 1, got {pairs_per_question}")
   f = _format(fmt)
   pairs = []
   for i, it in enumerate(items):
     rng = np.random.default_rng([seed, i])
-    wrong = wrong_answers(int(it["answer"]), 1, rng)[0]
+    wrong = wrong_answers(int(it["answer"]), pairs_per_question, rng)
     target = lambda a, q=it["question"]: f["target"].format(question=q, answer=a)
-    pairs.append(dict(prompt=f["prompt"].format(question=it["question"]),
-                      chosen=target(it["answer"]), rejected=target(wrong), answer=it["answer"]))
+    pairs.extend(dict(prompt=f["prompt"].format(question=it["question"]),
+                      chosen=target(it["answer"]), rejected=target(w), answer=it["answer"])
+                 for w in wrong)
   return pairs
 
 
