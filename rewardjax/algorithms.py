@@ -44,22 +44,24 @@ def rl_batch(state, step: int, rng: jax.Array, *, items_at: Callable, tokenizer,
   """
   pad_id = tokenizers.pad_token_id(tokenizer)
   kept, spare, metrics = [], [], {}
-  num_prompts = None
+  num_prompts, prompt_length = None, 0
   for round_index in range(max_resample_rounds + 1 if dynamic_sampling else 1):
     items = items_at(step, round_index)
     num_prompts = num_prompts or len(items)
     prompt_tokens, prompt_mask = tokenizers.encode_prompts(
         tokenizer, [it["prompt"] for it in items], bucket=bucket, max_length=max_prompt_length)
     out = rollouts.generate(
-        (state.graphdef, state.params), jax.device_put(prompt_tokens),
-        jax.device_put(prompt_mask), jax.random.fold_in(rng, round_index),
+        (state.graphdef, state.params), *sharding.feed((prompt_tokens, prompt_mask), mesh),
+        jax.random.fold_in(rng, round_index),
         max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
         temperature=temperature, top_k=top_k, top_p=top_p, num_samples=group_size,
         stop_token_ids=stop_token_ids, pad_token_id=pad_id)
-    host = jax.device_get({"tokens": out.tokens, "prompt_mask": out.prompt_mask,
+    # Every process decodes and rewards every row (same values everywhere; host work only).
+    host = sharding.gather({"tokens": out.tokens, "prompt_mask": out.prompt_mask,
                            "completion_mask": out.completion_mask,
                            "completion_tokens": out.completion_tokens,
                            "lengths": out.lengths, "model_logprobs": out.model_logprobs})
+    prompt_length = max(prompt_length, host["prompt_mask"].shape[1])
     texts = tokenizers.decode_completions(tokenizer, host["completion_tokens"],
                                           stop_ids=stop_token_ids)
     row_items = [it for it in items for _ in range(group_size)]
@@ -91,7 +93,6 @@ def rl_batch(state, step: int, rng: jax.Array, *, items_at: Callable, tokenizer,
   if dynamic_sampling:
     metrics["kept_groups"] = float(min(len(kept), num_prompts))
   # Prompts of different rounds may bucket to different lengths: left-pad to the longest.
-  prompt_length = max(g["prompt_mask"].shape[1] for g in groups)
 
   def left_pad(x, value=0):
     return np.pad(x, ((0, 0), (prompt_length - (x.shape[1] - max_new_tokens), 0)),

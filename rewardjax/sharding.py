@@ -142,15 +142,52 @@ def check_batch(batch_size: int, mesh: Mesh, what: str = "batch size") -> None:
 def shard_batch(batch, mesh: Mesh):
   """Places a pytree of host arrays (leading dim = rows) onto the mesh, rows over data axes.
 
-  Every process passes the same full batch (and keeps only its devices' rows); see `host_batch`
-  for feeding each process's own rows.
+  Every process passes the same full batch and hands over only its devices' rows (`host_batch`
+  of `process_rows`); see `host_batch` for feeding each process's own rows.
   """
+  if jax.process_count() > 1:
+    rows = np.shape(jax.tree.leaves(batch)[0])[0]
+    mine = process_rows(rows, mesh)
+    return host_batch(jax.tree.map(lambda x: np.asarray(x)[mine], batch), mesh)
 
   def put(x):
     check_batch(np.shape(x)[0], mesh, "batch rows")
     return jax.device_put(x, batch_sharding(mesh, np.ndim(x)))
 
   return jax.tree.map(put, batch)
+
+
+def feed(batch, mesh: Mesh | None = None):
+  """`shard_batch` for inputs of a jitted function (prompts to sample, pairs to score).
+
+  `mesh` defaults to the one set by `jax.set_mesh` (none: one process places nothing). One
+  process may pass any number of rows: rows the data axes do not divide stay unplaced
+  (uncommitted: the jitted function places them). Several processes need rows that divide.
+  """
+  mesh = jax.sharding.get_mesh() if mesh is None else mesh
+  if jax.process_count() == 1:
+    rows = np.shape(jax.tree.leaves(batch)[0])[0]
+    if mesh.empty or not set(AXES) <= set(mesh.axis_names) or rows % batch_size_multiple(mesh):
+      return jax.tree.map(jax.device_put, batch)
+  elif mesh.empty:
+    raise ValueError("several processes feed a batch without a mesh: pass one, or call "
+                     "under `with jax.set_mesh(mesh):`")
+  return shard_batch(batch, mesh)
+
+
+def gather(tree):
+  """Host numpy copies of every row of (possibly multi-host) arrays, on every process.
+
+  A collective when an array spans several processes: every process must call it.
+  """
+  from jax.experimental import multihost_utils  # noqa: PLC0415 (rarely needed)
+
+  def get(x):
+    if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+      return np.asarray(jax.device_get(x))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+  return jax.tree.map(get, tree)
 
 
 def process_rows(rows: int, mesh: Mesh) -> slice:

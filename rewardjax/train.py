@@ -207,18 +207,15 @@ def evaluate(config, state, records, tokenizer, hooks, rng, ref_logps_fn, score_
   d, out = config.data, {}
   if config.algorithm == "reward_model":
     pairs = records["heldout"]
-    scores = np.asarray(jax.device_get(score_fn(state.params, *_pair_tokens(
-        config, tokenizer, pairs))))
+    scores = sharding.gather(score_fn(state.params, *_pair_tokens(config, tokenizer, pairs)))
     chosen, rejected = scores[:len(pairs)], scores[len(pairs):]
     return {"pair_accuracy": float(np.mean(chosen > rejected)),
             "reward_margin": float(np.mean(chosen - rejected))}
   if config.algorithm == "dpo":
     pairs = records["heldout"]
     tokens, attention_mask, loss_mask = _pair_tokens(config, tokenizer, pairs, loss_mask=True)
-    policy = np.asarray(jax.device_get(ref_logps_fn(state.params, tokens, attention_mask,
-                                                    loss_mask)))
-    ref = np.asarray(jax.device_get(ref_logps_fn(state.ref_params, tokens, attention_mask,
-                                                 loss_mask)))
+    policy = sharding.gather(ref_logps_fn(state.params, tokens, attention_mask, loss_mask))
+    ref = sharding.gather(ref_logps_fn(state.ref_params, tokens, attention_mask, loss_mask))
     n = len(pairs)
     margin = config.algo.beta * ((policy[:n] - ref[:n]) - (policy[n:] - ref[n:]))
     out.update(preference_accuracy=float(np.mean(margin > 0)),
@@ -239,7 +236,7 @@ def _pair_tokens(config, tokenizer, pairs, loss_mask=False):
       [p["rejected"] for p in pairs], bucket=d.bucket, max_prompt_length=d.max_prompt_length,
       max_completion_length=d.max_completion_length)
   arrays = (tokens, attention_mask, target_mask) if loss_mask else (tokens, attention_mask)
-  return tuple(jax.device_put(a) for a in arrays)
+  return sharding.feed(arrays)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,9 +400,11 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
 
   # ===== Final evaluation and export ==========================================================
   final_eval = run_eval(total_steps)
-  if config.train.export_hf and not is_rm and jax.process_index() == 0:
-    hf.save_pretrained(nnx.merge(state.graphdef, state.params), os.path.join(workdir, "hf"))
-    tokenizer.save_pretrained(os.path.join(workdir, "hf"))
+  if config.train.export_hf and not is_rm:
+    host_params = sharding.gather(state.params)  # a collective: every process takes part
+    if jax.process_index() == 0:
+      hf.save_pretrained(nnx.merge(state.graphdef, host_params), os.path.join(workdir, "hf"))
+      tokenizer.save_pretrained(os.path.join(workdir, "hf"))
   summary = {**{f"initial/{k}": v for k, v in first_eval.items()},
              **{f"final/{k}": v for k, v in final_eval.items()}, "steps": total_steps}
   writer.summary(summary)

@@ -3,11 +3,12 @@
 Each process (2 CPU devices, gloo collectives) feeds only its own prompts, decodes and rewards
 only its own rollouts, and both write one orbax checkpoint together. The reference is the same
 function in one process with 4 CPU devices. Run as a script, this file is a worker:
-`python tests/multihost_test.py PROCESS_ID NUM_PROCESSES PORT OUT_DIR` (NUM_PROCESSES=1: the
-single 4-device process).
+`python tests/multihost_test.py PROCESS_ID NUM_PROCESSES PORT OUT_DIR [step|train]`
+(NUM_PROCESSES=1: the single 4-device process; "train": the whole `train.run`).
 """
 
 import functools
+import json
 import os
 import socket
 import subprocess
@@ -105,6 +106,27 @@ def grpo_step(mesh, checkpoint_dir=None) -> dict:
           "loss": np.asarray(metrics["loss"])}
 
 
+def train_worker(process_id: int, num_processes: int, port: int, out_dir: str) -> None:
+  """`train.run` of the GRPO smoke config; `config.distributed` joins the processes."""
+  sys.path.insert(0, REPO)
+  from configs import grpo
+  from rewardjax import train
+
+  jax.config.update("jax_num_cpu_devices", 4 // num_processes)
+  config = grpo.get_config("smoke")
+  config.mesh.update(data=MESH[0], fsdp=MESH[1], tensor=MESH[2])
+  config.checkpoint.update(async_save=False)
+  if num_processes > 1:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    config.distributed.update(initialize=True, coordinator_address=f"localhost:{port}",
+                              num_processes=num_processes, process_id=process_id)
+  summary = train.run(config, os.path.join(out_dir, f"train_{num_processes}"))
+  with open(os.path.join(out_dir, f"summary_{process_id}_of_{num_processes}.json"), "w") as f:
+    json.dump(summary, f)
+  if num_processes > 1:
+    jax.distributed.shutdown()
+
+
 def worker(process_id: int, num_processes: int, port: int, out_dir: str) -> None:
   from rewardjax import sharding
 
@@ -129,25 +151,30 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_match_one_process_with_four_devices(tmp_path):
+def run_workers(tmp_path, mode: str) -> None:
+  """Runs the two hosts and the single 4-device process of `mode`; fails with a worker's log."""
   port, env = free_port(), dict(os.environ, PYTHONPATH=REPO)
   runs = [(0, 2), (1, 2), (0, 1)]  # the two hosts, and the single 4-device process
   workers = []
   for process_id, count in runs:
-    log = open(tmp_path / f"process_{process_id}_of_{count}.log", "w")
+    log = open(tmp_path / f"{mode}_{process_id}_of_{count}.log", "w")
     workers.append(subprocess.Popen(
-        [sys.executable, __file__, str(process_id), str(count), str(port), str(tmp_path)],
+        [sys.executable, __file__, str(process_id), str(count), str(port), str(tmp_path), mode],
         env=env, stdout=log, stderr=subprocess.STDOUT))
   try:
     for w in workers:
-      w.wait(timeout=240)
+      w.wait(timeout=300)
   finally:
     for w in workers:
       w.kill()  # no-op for a worker that exited
   for (process_id, count), w in zip(runs, workers):
-    log = tmp_path / f"process_{process_id}_of_{count}.log"
+    log = tmp_path / f"{mode}_{process_id}_of_{count}.log"
     assert w.returncode == 0, log.read_text()[-3000:]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_four_devices(tmp_path):
+  run_workers(tmp_path, "step")
 
   want = np.load(tmp_path / "process_0_of_1.npz")
   sides = [np.load(tmp_path / f"process_{i}_of_2.npz") for i in range(2)]
@@ -175,5 +202,28 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), sides[0][f"param{jax.tree_util.keystr(path)}"])
 
 
+@pytest.mark.slow
+def test_train_run_on_two_processes_matches_one_process(tmp_path):
+  """The whole trainer (warm start, rollouts, rewards, update, eval, checkpoints, HF export)
+  on two hosts gives the run of one 4-device process."""
+  from safetensors.numpy import load_file
+
+  run_workers(tmp_path, "train")
+  summaries = [json.loads((tmp_path / f"summary_{i}_of_2.json").read_text()) for i in range(2)]
+  want = json.loads((tmp_path / "summary_0_of_1.json").read_text())
+  assert summaries[0] == summaries[1] and summaries[0].keys() == want.keys()
+  for key, value in want.items():
+    assert summaries[0][key] == pytest.approx(value, abs=1e-5), key
+  exported = load_file(str(tmp_path / "train_2" / "hf" / "model.safetensors"))
+  reference = load_file(str(tmp_path / "train_1" / "hf" / "model.safetensors"))
+  assert exported.keys() == reference.keys()
+  for name, value in reference.items():
+    np.testing.assert_allclose(exported[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+  steps = sorted(os.listdir(tmp_path / "train_2" / "checkpoints"))
+  assert "2" in steps  # the final checkpoint, written by both hosts
+
+
 if __name__ == "__main__":
-  worker(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+  mode = sys.argv[5] if len(sys.argv) > 5 else "step"
+  (train_worker if mode == "train" else worker)(
+      int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from rewardjax import rollouts
+from rewardjax import rollouts, sharding
 from rewardjax.data import tokenizers
 from rewardjax.rewards import verifiers
 
@@ -26,11 +26,11 @@ def generate_texts(graphdef, params, tokenizer, prompts: Sequence[str], rng: jax
     tokens, mask = tokenizers.encode_prompts(tokenizer, chunk, bucket=bucket,
                                              max_length=max_prompt_length)
     out = rollouts.generate(
-        (graphdef, params), jax.device_put(tokens), jax.device_put(mask),
+        (graphdef, params), *sharding.feed((tokens, mask)),
         jax.random.fold_in(rng, start), max_new_tokens=max_new_tokens,
         eos_token_id=tokenizer.eos_token_id, temperature=temperature, num_samples=num_samples,
         stop_token_ids=stop_token_ids, pad_token_id=tokenizers.pad_token_id(tokenizer))
-    completions = np.asarray(jax.device_get(out.completion_tokens))[:real * num_samples]
+    completions = sharding.gather(out.completion_tokens)[:real * num_samples]
     texts += tokenizers.decode_completions(tokenizer, completions, stop_ids=stop_token_ids)
   return texts
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from rewardjax import rollouts
+from rewardjax import rollouts, sharding
 from rewardjax.data import tokenizers
 from rewardjax.evaluation import accuracy
 from rewardjax.rewards import verifiers
@@ -103,10 +103,11 @@ def completion_logprobs(graphdef, params, tokenizer, prompts: Sequence[str],
     completion_BxT, completion_mask_BxT = tokenizers.encode_completions(
         tokenizer, [c for _, c in rows], bucket=bucket, append_eos=False)
     logps_BxT = rollouts.token_logprobs(
-        (graphdef, params), jax.device_put(np.concatenate([prompt_BxS, completion_BxT], 1)),
-        jax.device_put(np.concatenate([prompt_mask_BxS, completion_mask_BxT], 1)),
+        (graphdef, params), *sharding.feed((np.concatenate([prompt_BxS, completion_BxT], 1),
+                                            np.concatenate([prompt_mask_BxS, completion_mask_BxT],
+                                                           1))),
         prompt_BxS.shape[1])
-    out.append(np.asarray(jax.device_get(logps_BxT), np.float64).sum(axis=1)[:real])
+    out.append(sharding.gather(logps_BxT).astype(np.float64).sum(axis=1)[:real])
   return np.concatenate(out)
 
 
