@@ -21,7 +21,9 @@ def get_config(arg=None):
   c.algo.update(beta=0.1, **VARIANTS[arg.variant])
   if not arg.smoke:
     c.data.update(difficulty=1, num_train=20_000, num_eval=256)
-    c.warmstart.update(steps=4000, batch_size=64, learning_rate=3e-3)
+    c.warmstart.update(steps=2500, batch_size=128, learning_rate=1e-3)
     c.train.update(steps=150, batch_size=32, eval_every=50)
-    c.optim.update(learning_rate=1e-4, warmup_steps=5)
+    # At 1e-4 both log-probs of a pair fall (DPO's likelihood displacement) and greedy accuracy
+    # drops 87% -> 77%; at 3e-5 it rises to 91% with the same preference accuracy (~67%).
+    c.optim.update(learning_rate=3e-5, warmup_steps=5)
   return c

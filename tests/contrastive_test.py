@@ -7,18 +7,13 @@ Every objective is checked against an independent numpy reference written from t
 mirrors tests/reward_model_test.py.
 """
 
-import dataclasses
-import functools
 import inspect
-import zlib
-from collections.abc import Callable
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
+from loss_properties import Case, all_finite, harness, jit, jit_grad, mean_or_zero
 
 from rewardjax.losses import contrastive as cl
 
@@ -36,14 +31,6 @@ def sig(x):
 def cos(a, b):
   a, b = np.float64(a), np.float64(b)
   return float(a @ b / (max(np.linalg.norm(a), 1e-8) * max(np.linalg.norm(b), 1e-8)))
-
-
-def mean_or_zero(xs):
-  return float(np.mean(xs)) if len(xs) else 0.0
-
-
-def j(*xs):
-  return tuple(jnp.asarray(x) for x in xs)
 
 
 # ---------------------------------------------------------------- numpy references
@@ -88,14 +75,6 @@ def ref_goal(hc, hr, src, goal, anc, neg, w, beta, strategy):
 
 
 # ---------------------------------------------------------------- cases
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-  """A loss under test: `diff` args carry the gradient, `data` args are masks and indices."""
-  make: Callable  # (rng, degenerate) -> (diff tuple, data tuple) of numpy arrays
-  call: Callable  # (diff, data) -> (loss, metrics), on jnp arrays
-  ref: Callable  # (diff, data) -> float, on numpy arrays
 
 
 def pair_mask(rng, degenerate, n=B):
@@ -149,59 +128,16 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
-def case(request):
-  c = CASES[request.param]
-  rng = np.random.default_rng(zlib.crc32(request.param.encode()))
-  return c, c.make(rng, False), c.make(rng, True)
-
-
-def _value_and_grad(c):
-  return jax.value_and_grad(lambda d, x: c.call(d, x), has_aux=True)
-
-
-def _all_finite(tree):
-  return all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(tree))
-
-
-def test_reference_and_fully_masked_finite_under_jit_vmap_grad_one_trace(case):
-  c, (diff, data), (diff0, data0) = case
-  # One jit(vmap(value_and_grad)) over [random inputs, fully masked inputs]; masked slots of the
-  # latter hold NaN / -inf. Swapping the two must not retrace.
-  chex.clear_trace_counter()
-  step = jax.jit(chex.assert_max_traces(lambda d, x: jax.vmap(_value_and_grad(c))(d, x), n=1))
-  pair = [(diff, data), (diff0, data0)]
-  for order in (pair, pair[::-1]):
-    (losses, metrics), grads = step(*jax.tree.map(lambda *a: jnp.asarray(np.stack(a)), *order))
-    assert _all_finite((losses, metrics, grads)), (losses, metrics, grads)
-    assert all(jnp.shape(v) == (2,) for v in metrics.values())
-  loss, loss0 = float(losses[1]), float(losses[0])
-  np.testing.assert_allclose(loss, c.ref(diff, data), rtol=1e-5, atol=1e-6)
-  if data0:  # masks present and all zero: nothing counts, so the loss is exactly 0
-    assert loss0 == 0.0
-
-
-def test_check_grads(case):
-  c, (diff, data), _ = case
-  data = j(*data)
-  check_grads(jax.jit(lambda *d: c.call(j(*d), data)[0]), j(*diff), order=1, modes=["rev"])
+case, test_reference_and_fully_masked_finite_under_jit_vmap_grad_one_trace, test_check_grads = (
+    harness(CASES))
 
 
 # ---------------------------------------------------------------- hand-computed numbers
 
 
-def jit(fn, **static):
-  """Jitted `fn` with keyword options fixed: one compile instead of dozens of eager op compiles."""
-  return jax.jit(functools.partial(fn, **static))
-
-
-def jit_grad(fn, **static):
-  return jax.jit(jax.grad(lambda x, *a: fn(x, *a, **static)[0]))
-
-
 def test_unmasked_degenerate_inputs_are_finite():
-  assert _all_finite(jit_grad(cl.simcse_loss)(jnp.zeros((3, D)), jnp.zeros((3, D))))  # ‖0‖
-  assert _all_finite(jit_grad(cl.metarm_difference_loss)(jnp.zeros((2, 3))))  # |Δ| kink at 0
+  assert all_finite(jit_grad(cl.simcse_loss)(jnp.zeros((3, D)), jnp.zeros((3, D))))  # ‖0‖
+  assert all_finite(jit_grad(cl.metarm_difference_loss)(jnp.zeros((2, 3))))  # |Δ| kink at 0
   hand = jit(cl.metarm_difference_loss)(jnp.array([[0.0, 1.0, 1.0]]))[0]
   np.testing.assert_allclose(float(hand), -2 / 9 * (2 * sig(1.0) + 0.5), rtol=1e-6)
 

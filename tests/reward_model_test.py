@@ -6,18 +6,13 @@ not vectorised JAX), with random masked inputs including fully masked lists; gra
 masked (masked slots hold NaN / -inf); one trace per shape; hand-computed numbers; bad inputs.
 """
 
-import dataclasses
-import functools
 import inspect
-import zlib
-from collections.abc import Callable
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
+from loss_properties import Case, all_finite, harness, jit, jit_grad, mean_or_zero
 
 from rewardjax.losses import reward_model as rm
 
@@ -27,14 +22,6 @@ LOG2 = float(np.log(2.0))
 
 def nls(x):  # -log σ(x), computed stably in float64
   return float(np.logaddexp(0.0, -np.float64(x)))
-
-
-def mean_or_zero(xs):
-  return float(np.mean(xs)) if len(xs) else 0.0
-
-
-def j(*xs):
-  return tuple(jnp.asarray(x) for x in xs)
 
 
 # ---------------------------------------------------------------- numpy references
@@ -135,14 +122,6 @@ def ref_yojo(s, labels, w):
 
 
 # ---------------------------------------------------------------- cases
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-  """A loss under test: `diff` args carry the gradient, `data` args are masks, ranks, labels."""
-  make: Callable  # (rng, degenerate) -> (diff tuple, data tuple) of numpy arrays
-  call: Callable  # (diff, data) -> (loss, metrics), on jnp arrays
-  ref: Callable  # (diff, data) -> float, on numpy arrays
 
 
 def pair_mask(rng, degenerate, n=B):
@@ -255,54 +234,11 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
-def case(request):
-  c = CASES[request.param]
-  rng = np.random.default_rng(zlib.crc32(request.param.encode()))
-  return c, c.make(rng, False), c.make(rng, True)
-
-
-def _value_and_grad(c):
-  return jax.value_and_grad(lambda d, x: c.call(d, x), has_aux=True)
-
-
-def _all_finite(tree):
-  return all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(tree))
-
-
-def test_reference_and_fully_masked_finite_under_jit_vmap_grad_one_trace(case):
-  c, (diff, data), (diff0, data0) = case
-  # One jit(vmap(value_and_grad)) over [random inputs, fully masked inputs]; masked slots of the
-  # latter hold NaN / -inf. Swapping the two must not retrace.
-  chex.clear_trace_counter()
-  step = jax.jit(chex.assert_max_traces(lambda d, x: jax.vmap(_value_and_grad(c))(d, x), n=1))
-  pair = [(diff, data), (diff0, data0)]
-  for order in (pair, pair[::-1]):
-    (losses, metrics), grads = step(*jax.tree.map(lambda *a: jnp.asarray(np.stack(a)), *order))
-    assert _all_finite((losses, metrics, grads)), (losses, metrics, grads)
-    assert all(jnp.shape(v) == (2,) for v in metrics.values())
-  loss, loss0 = float(losses[1]), float(losses[0])
-  np.testing.assert_allclose(loss, c.ref(diff, data), rtol=1e-5, atol=1e-6)
-  if data0:  # masks present and all zero: nothing counts, so the loss is exactly 0
-    assert loss0 == 0.0
-
-
-def test_check_grads(case):
-  c, (diff, data), _ = case
-  data = j(*data)
-  check_grads(jax.jit(lambda *d: c.call(j(*d), data)[0]), j(*diff), order=1, modes=["rev"])
+case, test_reference_and_fully_masked_finite_under_jit_vmap_grad_one_trace, test_check_grads = (
+    harness(CASES))
 
 
 # ---------------------------------------------------------------- hand-computed numbers
-
-
-def jit(fn, **static):
-  """Jitted `fn` with keyword options fixed: one compile instead of dozens of eager op compiles."""
-  return jax.jit(functools.partial(fn, **static))
-
-
-def jit_grad(fn, **static):
-  return jax.jit(jax.grad(lambda x, *a: fn(x, *a, **static)[0]))
 
 
 def test_bt_equal_rewards_is_log2_and_tie_counts_as_wrong():
@@ -391,7 +327,7 @@ def test_ensemble_strength_uses_population_std_and_zero_variance_is_safe():
 
 def test_unmasked_degenerate_inputs_are_finite():
   big = jnp.array([1e4, -1e4])
-  assert _all_finite((jit(rm.bradley_terry_loss)(big, -big),
+  assert all_finite((jit(rm.bradley_terry_loss)(big, -big),
                       jit_grad(rm.bradley_terry_loss)(big, -big)))
 
 
