@@ -11,10 +11,11 @@ out); it is a no-op unless a mesh is set (`with jax.set_mesh(mesh):`), so models
 Multi-host: every process runs the same program after `initialize_distributed` (a thin wrapper
 of `jax.distributed.initialize`: with no arguments JAX reads the coordinator, process count
 and id from the TPU, SLURM, Open MPI or Kubernetes environment; elsewhere pass them, as
-`config.distributed.*` does). `shard_batch` takes the same full batch on every process;
+`config.distributed.*` does). `shard_batch` (and `feed`, for inputs of a jitted function)
+takes the same full batch on every process and hands the devices only that process's rows;
 `host_batch` takes each process's own rows (`process_rows` says which) and `local_rows` gives
-them back, so no host ever holds the global batch. Orbax checkpoints are written by every
-process, each its own shards (`checkpoint.py`).
+them back, so no host ever holds the global batch; `gather` brings every row to every host.
+Orbax checkpoints are written by every process, each its own shards (`checkpoint.py`).
 """
 
 import dataclasses
