@@ -18,7 +18,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 import jax
 from flax import nnx
@@ -87,20 +86,10 @@ def trl_run(model_dir: str, items: list[dict], args, between_steps):
   """Trains TRL's DPOTrainer for warmup + steps steps; returns its per-step seconds."""
   import torch  # noqa: PLC0415
   from datasets import Dataset  # noqa: PLC0415
-  from transformers import TrainerCallback  # noqa: PLC0415
   from trl import DPOConfig, DPOTrainer  # noqa: PLC0415
 
   torch.set_num_threads(args.torch_threads)
-  times = []
-
-  class Alternate(TrainerCallback):
-    def on_step_begin(self, *_, **__):
-      self.start = time.perf_counter()
-
-    def on_step_end(self, *_, **__):
-      times.append(time.perf_counter() - self.start)
-      between_steps()
-
+  callback, times = grpo_step.step_timer(between_steps)
   steps = args.warmup + args.steps
   config = DPOConfig(
       output_dir=os.path.join(args.workdir, "trl"), per_device_train_batch_size=args.pairs,
@@ -111,7 +100,7 @@ def trl_run(model_dir: str, items: list[dict], args, between_steps):
   rows = (items * steps)[:args.pairs * steps]
   dataset = Dataset.from_dict({k: [r[k] for r in rows] for k in ("prompt", "chosen", "rejected")})
   trainer = DPOTrainer(model=model_dir, args=config, train_dataset=dataset,
-                       processing_class=grpo_step.tokenizer(), callbacks=[Alternate()])
+                       processing_class=grpo_step.tokenizer(), callbacks=[callback])
   trainer.train()
   return times
 
@@ -123,39 +112,15 @@ def main():
   parser.add_argument("--completion_len", type=int, default=48, help="tokens, <eos> included")
   parser.add_argument("--beta", type=float, default=0.1)
   parser.add_argument("--steps", type=int, default=7)
-  parser.add_argument("--warmup", type=int, default=2)
-  parser.add_argument("--chunk_size", type=int, default=1024)
-  parser.add_argument("--torch_threads", type=int, default=2)
-  parser.add_argument("--no_trl", action="store_true", help="time rewardjax only")
-  parser.add_argument("--trl_only", action="store_true", help="time TRL only (no alternation)")
-  parser.add_argument("--workdir", default="")
+  grpo_step.add_runner_arguments(parser)
   args = parser.parse_args()
   args.workdir = args.workdir or tempfile.mkdtemp(prefix="dpo_step_")
   model_dir = os.path.join(args.workdir, "model")
   config = grpo_step.write_model(model_dir)
   items = records(args, args.pairs * 4)
-
   rj_step = None if args.trl_only else rewardjax_step(model_dir, items, args)
-  rj_times = []
-
-  def timed_rewardjax():
-    if rj_step is None:
-      return
-    start = time.perf_counter()
-    rj_step()
-    rj_times.append(time.perf_counter() - start)
-
-  try:
-    import trl  # noqa: F401, PLC0415
-    have_trl = not args.no_trl
-  except ImportError:
-    have_trl = False
-  if have_trl:
-    trl_times = trl_run(model_dir, items, args, timed_rewardjax)
-  else:
-    trl_times = []
-    for _ in range(args.warmup + args.steps):
-      timed_rewardjax()
+  rj_times, trl_times = grpo_step.time_both(
+      rj_step, lambda between: trl_run(model_dir, items, args, between), args)
 
   rows, length = 2 * args.pairs, args.prompt_len + args.completion_len
   flops = 4 * grpo_step.forward_flops(config, grpo_step.matmul_params(config), rows, length)

@@ -164,17 +164,11 @@ def rewardjax_step(model_dir: str, prompts: list[str], args):
   return run
 
 
-def trl_run(model_dir: str, prompts: list[str], args, between_steps):
-  """Trains TRL's GRPOTrainer for warmup + steps steps; returns its per-step seconds.
-
-  `between_steps()` runs after each TRL step (outside TRL's timed window).
-  """
-  import torch  # noqa: PLC0415
-  from datasets import Dataset  # noqa: PLC0415
+def step_timer(between_steps):
+  """(TrainerCallback, times): the callback appends each TRL step's seconds to `times`, then
+  runs `between_steps()` (outside TRL's timed window), so the two sides alternate."""
   from transformers import TrainerCallback  # noqa: PLC0415
-  from trl import GRPOConfig, GRPOTrainer  # noqa: PLC0415
 
-  torch.set_num_threads(args.torch_threads)
   times = []
 
   class Alternate(TrainerCallback):
@@ -185,44 +179,22 @@ def trl_run(model_dir: str, prompts: list[str], args, between_steps):
       times.append(time.perf_counter() - self.start)
       between_steps()
 
-  steps = args.warmup + args.steps
-  config = GRPOConfig(
-      output_dir=os.path.join(args.workdir, "trl"), per_device_train_batch_size=args.prompts *
-      args.group, num_generations=args.group, max_completion_length=args.new_tokens,
-      generation_kwargs={"min_new_tokens": args.new_tokens}, beta=args.beta, loss_type="grpo",
-      scale_rewards="group", temperature=1.0, top_k=0, top_p=1.0, learning_rate=1e-6,
-      max_steps=steps, logging_steps=10**6, save_strategy="no", report_to="none", use_cpu=True,
-      bf16=False, fp16=False, seed=0, shuffle_dataset=False, dataloader_num_workers=0,
-      disable_dropout=True, gradient_checkpointing=False)
-  dataset = Dataset.from_dict({"prompt": (prompts * steps)[:args.prompts * steps]})
-  trainer = GRPOTrainer(
-      model=model_dir, reward_funcs=lambda completions, **_: trivial_reward(completions),
-      args=config, train_dataset=dataset, processing_class=tokenizer(), callbacks=[Alternate()])
-  trainer.train()
-  return times
+  return Alternate(), times
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--prompts", type=int, default=8)
-  parser.add_argument("--group", type=int, default=8)
-  parser.add_argument("--prompt_len", type=int, default=16, help="tokens, <bos> included")
-  parser.add_argument("--new_tokens", type=int, default=32)
-  parser.add_argument("--beta", type=float, default=0.04)
-  parser.add_argument("--steps", type=int, default=5)
+def add_runner_arguments(parser) -> None:
+  """The flags every step benchmark shares (threads, which sides run, workdir)."""
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--chunk_size", type=int, default=1024)
   parser.add_argument("--torch_threads", type=int, default=2)
   parser.add_argument("--no_trl", action="store_true", help="time rewardjax only")
   parser.add_argument("--trl_only", action="store_true", help="time TRL only (no alternation)")
   parser.add_argument("--workdir", default="")
-  args = parser.parse_args()
-  args.workdir = args.workdir or tempfile.mkdtemp(prefix="grpo_step_")
-  model_dir = os.path.join(args.workdir, "model")
-  config = write_model(model_dir)
-  prompts = random_texts(args.prompts * 4, args.prompt_len - 1, seed=1)  # + <bos>
 
-  rj_step = None if args.trl_only else rewardjax_step(model_dir, prompts, args)
+
+def time_both(rj_step, trl_run_fn, args) -> tuple[list[float], list[float]]:
+  """Per-step seconds of rewardjax (`rj_step()`, None = skip) and TRL (`trl_run_fn(between)`,
+  skipped when trl is missing or --no_trl), one rewardjax step after each TRL step."""
   rj_times = []
 
   def timed_rewardjax():
@@ -238,11 +210,57 @@ def main():
   except ImportError:
     have_trl = False
   if have_trl:
-    trl_times = trl_run(model_dir, prompts, args, timed_rewardjax)
-  else:
-    trl_times = []
-    for _ in range(args.warmup + args.steps):
-      timed_rewardjax()
+    return rj_times, trl_run_fn(timed_rewardjax)
+  for _ in range(args.warmup + args.steps):
+    timed_rewardjax()
+  return rj_times, []
+
+
+def trl_run(model_dir: str, prompts: list[str], args, between_steps):
+  """Trains TRL's GRPOTrainer for warmup + steps steps; returns its per-step seconds.
+
+  `between_steps()` runs after each TRL step (outside TRL's timed window).
+  """
+  import torch  # noqa: PLC0415
+  from datasets import Dataset  # noqa: PLC0415
+  from trl import GRPOConfig, GRPOTrainer  # noqa: PLC0415
+
+  torch.set_num_threads(args.torch_threads)
+  callback, times = step_timer(between_steps)
+  steps = args.warmup + args.steps
+  config = GRPOConfig(
+      output_dir=os.path.join(args.workdir, "trl"), per_device_train_batch_size=args.prompts *
+      args.group, num_generations=args.group, max_completion_length=args.new_tokens,
+      generation_kwargs={"min_new_tokens": args.new_tokens}, beta=args.beta, loss_type="grpo",
+      scale_rewards="group", temperature=1.0, top_k=0, top_p=1.0, learning_rate=1e-6,
+      max_steps=steps, logging_steps=10**6, save_strategy="no", report_to="none", use_cpu=True,
+      bf16=False, fp16=False, seed=0, shuffle_dataset=False, dataloader_num_workers=0,
+      disable_dropout=True, gradient_checkpointing=False)
+  dataset = Dataset.from_dict({"prompt": (prompts * steps)[:args.prompts * steps]})
+  trainer = GRPOTrainer(
+      model=model_dir, reward_funcs=lambda completions, **_: trivial_reward(completions),
+      args=config, train_dataset=dataset, processing_class=tokenizer(), callbacks=[callback])
+  trainer.train()
+  return times
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--prompts", type=int, default=8)
+  parser.add_argument("--group", type=int, default=8)
+  parser.add_argument("--prompt_len", type=int, default=16, help="tokens, <bos> included")
+  parser.add_argument("--new_tokens", type=int, default=32)
+  parser.add_argument("--beta", type=float, default=0.04)
+  parser.add_argument("--steps", type=int, default=5)
+  add_runner_arguments(parser)
+  args = parser.parse_args()
+  args.workdir = args.workdir or tempfile.mkdtemp(prefix="grpo_step_")
+  model_dir = os.path.join(args.workdir, "model")
+  config = write_model(model_dir)
+  prompts = random_texts(args.prompts * 4, args.prompt_len - 1, seed=1)  # + <bos>
+  rj_step = None if args.trl_only else rewardjax_step(model_dir, prompts, args)
+  rj_times, trl_times = time_both(
+      rj_step, lambda between: trl_run(model_dir, prompts, args, between), args)
 
   rows, s, t = args.prompts * args.group, args.prompt_len, args.new_tokens
   p = matmul_params(config)
