@@ -18,6 +18,27 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+B, K = 5, 4  # rows (pairs or lists) and responses per list of the random inputs
+
+
+def pair_mask(rng, degenerate, n=B):
+  return np.zeros(n, np.float32) if degenerate else (rng.random(n) < 0.7).astype(np.float32)
+
+
+def list_mask(rng, degenerate):
+  if degenerate:
+    return np.zeros((B, K), np.float32)
+  w = (rng.random((B, K)) < 0.75).astype(np.float32)
+  w[0] = 0.0  # a fully masked list
+  w[1, 1:] = 0.0  # a list with one response
+  return w
+
+
+def scores(rng, shape, w, degenerate, fill=np.nan):
+  x = rng.normal(size=shape).astype(np.float32)
+  # Masked slots hold garbage: the losses must not let it reach the value or the gradient.
+  return np.where(w > 0, x, fill).astype(np.float32) if degenerate else x
+
 
 @dataclasses.dataclass(frozen=True)
 class Case:

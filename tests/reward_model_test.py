@@ -12,11 +12,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from loss_properties import Case, all_finite, harness, jit, jit_grad, mean_or_zero
+from loss_properties import (
+  B,
+  Case,
+  K,
+  all_finite,
+  harness,
+  jit,
+  jit_grad,
+  list_mask,
+  mean_or_zero,
+  pair_mask,
+  scores,
+)
 
 from rewardjax.losses import reward_model as rm
 
-B, K = 5, 4
 LOG2 = float(np.log(2.0))
 
 
@@ -122,25 +133,6 @@ def ref_yojo(s, labels, w):
 
 
 # ---------------------------------------------------------------- cases
-
-
-def pair_mask(rng, degenerate, n=B):
-  return np.zeros(n, np.float32) if degenerate else (rng.random(n) < 0.7).astype(np.float32)
-
-
-def list_mask(rng, degenerate):
-  if degenerate:
-    return np.zeros((B, K), np.float32)
-  w = (rng.random((B, K)) < 0.75).astype(np.float32)
-  w[0] = 0.0  # a fully masked list
-  w[1, 1:] = 0.0  # a list with one response
-  return w
-
-
-def scores(rng, shape, w, degenerate, fill=np.nan):
-  x = rng.normal(size=shape).astype(np.float32)
-  # Masked slots hold garbage: the losses must not let it reach the value or the gradient.
-  return np.where(w > 0, x, fill).astype(np.float32) if degenerate else x
 
 
 def make_pairs(rng, degenerate):
