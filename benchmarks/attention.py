@@ -8,11 +8,10 @@ T = 1k ... 16k, median wall time of jit(grad) over a few runs; "OOM" where XLA's
 interpret-mode shape, checking the Pallas output and gradients against the reference.
 """
 
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+import machine  # noqa: E402 (benchmarks/machine.py, next to this script)
 
 from rewardjax.kernels import attention, flash_attention
 
@@ -41,16 +40,6 @@ def make_step(fn, structure):
   return jax.jit(step)
 
 
-def median_ms(step, args, repeats=5):
-  jax.block_until_ready(step(*args))  # compile and warm up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(step(*args))
-    times.append(time.perf_counter() - start)
-  return 1e3 * float(np.median(times))
-
-
 def accelerator_table():
   backend = jax.default_backend()
   impls = ("pallas", "xla", "cudnn") if backend == "gpu" else ("pallas", "xla")
@@ -63,7 +52,7 @@ def accelerator_table():
     for impl in impls:
       fn = lambda q, k, v, impl=impl, **s: attention.attention(q, k, v, impl=impl, **s)
       try:
-        cells.append(f"{median_ms(make_step(fn, structure), args):8.2f}")
+        cells.append(f"{1e3 * machine.median_seconds(make_step(fn, structure), args):8.2f}")
       except Exception as error:  # noqa: BLE001 (OOM or an unsupported shape: report, go on)
         oom = "memory" in str(error).lower()
         cells.append("     OOM" if oom else f"{type(error).__name__:>8.8s}")
@@ -83,8 +72,8 @@ def cpu_line():
             for a, b in zip(pallas_step(*args), reference_step(*args))]
   print("B=2 S=40 H=4 Hkv=2 K=16 f32, blocks 16: max |pallas - reference| out/dq/dk/dv = "
         + ", ".join(f"{e:.1e}" for e in errors)
-        + f"; pallas (interpret) {median_ms(pallas_step, args):.1f} ms, "
-        f"reference {median_ms(reference_step, args):.2f} ms")
+        + f"; pallas (interpret) {1e3 * machine.median_seconds(pallas_step, args):.1f} ms, "
+        f"reference {1e3 * machine.median_seconds(reference_step, args):.2f} ms")
 
 
 if __name__ == "__main__":

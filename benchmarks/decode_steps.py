@@ -9,10 +9,9 @@ cost that grows with S (fixed batch, model and new tokens) is time spent reading
 """
 
 import argparse
-import statistics
-import time
 
 import jax
+import machine  # noqa: E402 (benchmarks/machine.py, next to this script)
 import numpy as np
 from flax import nnx
 
@@ -22,16 +21,9 @@ from rewardjax.models.transformer import ModelConfig, Transformer
 
 def call_seconds(model, prompts, new_tokens: int, repeats: int) -> float:
   mask = np.ones_like(prompts)
-  run = lambda: jax.block_until_ready(rollouts.generate(
+  return machine.median_seconds(lambda: rollouts.generate(
       model, prompts, mask, jax.random.key(0), max_new_tokens=new_tokens,
-      eos_token_id=None).tokens)
-  run()  # compile
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+      eos_token_id=None).tokens, repeats=repeats)
 
 
 def main():

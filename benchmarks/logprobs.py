@@ -8,10 +8,10 @@ B=8, T=2048, D=1024, V=151,936 in bfloat16. Both paths are only compiled, never 
 one needs tens of GB. Speed is the median wall time of the same step on a shape a CPU runs.
 """
 
-import time
 
 import jax
 import jax.numpy as jnp
+import machine  # noqa: E402 (benchmarks/machine.py, next to this script)
 import numpy as np
 
 from rewardjax.kernels import logprobs
@@ -57,24 +57,14 @@ def memory_table(dtype=jnp.bfloat16):
         f"temp only: {list(rows.values())[1][1] / list(rows.values())[0][1]:.3f}")
 
 
-def median_seconds(step, args, repeats=5):
-  jax.block_until_ready(step(*args))  # compile and warm up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(step(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
-
-
 def speed_table(dtype=jnp.float32):
   B, T, D, V = SPEED_SHAPE.values()
   rng = np.random.default_rng(0)
   args = (jnp.asarray(rng.normal(size=(B, T, D)), dtype),
           jnp.asarray(rng.normal(size=(D, V)) / np.sqrt(D), dtype),
           jnp.asarray(rng.integers(0, V, size=(B, T)), jnp.int32))
-  naive = median_seconds(make_step(logprobs.token_logprobs_reference), args)
-  chunked = median_seconds(
+  naive = machine.median_seconds(make_step(logprobs.token_logprobs_reference), args)
+  chunked = machine.median_seconds(
       make_step(logprobs.token_logprobs_from_hidden, chunk_size=CHUNK_SIZE), args)
   print(f"speed, fwd+bwd, {SPEED_SHAPE}, {jnp.dtype(dtype).name}, {jax.default_backend()}: "
         f"naive {naive * 1e3:.0f} ms, chunked {chunked * 1e3:.0f} ms, "
