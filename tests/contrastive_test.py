@@ -23,8 +23,10 @@ from loss_properties import (
   jit_grad,
   list_mask,
   mean_or_zero,
+  nls,
   pair_mask,
   scores,
+  sig,
 )
 
 from rewardjax.losses import contrastive as cl
@@ -32,12 +34,8 @@ from rewardjax.losses import contrastive as cl
 D, S = 3, 6
 
 
-def nls(x):  # -log σ(x), computed stably in float64
-  return float(np.logaddexp(0.0, -np.float64(x)))
 
 
-def sig(x):
-  return float(1.0 / (1.0 + np.exp(-np.float64(x))))
 
 
 def cos(a, b):

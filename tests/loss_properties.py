@@ -18,6 +18,22 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+TRL_METRICS = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+               "logps/chosen", "logps/rejected"}
+
+
+def logsig(x):  # log σ(x) in float64, stable; scalars or arrays
+  return -np.logaddexp(0.0, -np.float64(x))
+
+
+def nls(x):  # -log σ(x)
+  return -logsig(x)
+
+
+def sig(x):
+  return 1.0 / (1.0 + np.exp(-np.float64(x)))
+
+
 B, K = 5, 4  # rows (pairs or lists) and responses per list of the random inputs
 
 

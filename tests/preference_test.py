@@ -11,22 +11,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from loss_properties import TRL_METRICS, logsig, sig
 
 from rewardjax.losses import preference as pref
 
 ALL_TYPES = tuple(pref.DPO_LOSS_TYPES)
 PAIRWISE = tuple(t for t in ALL_TYPES if t not in ("aot", "aot_unpaired", "sft"))
-TRL_METRICS = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-               "logps/chosen", "logps/rejected"}
 
 
 # numpy references
-def logsig(x):
-  return -np.logaddexp(0.0, -x)
 
 
-def sig(x):
-  return 1.0 / (1.0 + np.exp(-x))
 
 
 def np_score(h, f, a):

@@ -5,20 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from loss_properties import TRL_METRICS, logsig, sig
 
 from rewardjax.losses import reference_free as rf
 
-TRL_METRICS = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-               "logps/chosen", "logps/rejected"}
-
-
 # numpy references
-def logsig(x):
-  return -np.logaddexp(0.0, -x)
 
 
-def sig(x):
-  return 1.0 / (1.0 + np.exp(-x))
 
 
 @pytest.fixture(scope="module")

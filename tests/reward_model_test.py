@@ -22,6 +22,7 @@ from loss_properties import (
   jit_grad,
   list_mask,
   mean_or_zero,
+  nls,
   pair_mask,
   scores,
 )
@@ -31,8 +32,6 @@ from rewardjax.losses import reward_model as rm
 LOG2 = float(np.log(2.0))
 
 
-def nls(x):  # -log σ(x), computed stably in float64
-  return float(np.logaddexp(0.0, -np.float64(x)))
 
 
 # ---------------------------------------------------------------- numpy references

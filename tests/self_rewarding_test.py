@@ -9,17 +9,10 @@ import numpy as np
 import pytest
 import scipy.stats
 from jax.test_util import check_grads
+from loss_properties import logsig, sig
 
 from rewardjax.losses import preference as pref
 from rewardjax.losses import self_rewarding as sr
-
-
-def logsig(x):
-  return -np.logaddexp(0.0, -x)
-
-
-def sig(x):
-  return 1.0 / (1.0 + np.exp(-x))
 
 
 def f64(x):
