@@ -34,10 +34,6 @@ from rewardjax.losses import contrastive as cl
 D, S = 3, 6
 
 
-
-
-
-
 def cos(a, b):
   a, b = np.float64(a), np.float64(b)
   return float(a @ b / (max(np.linalg.norm(a), 1e-8) * max(np.linalg.norm(b), 1e-8)))

@@ -20,10 +20,6 @@ PAIRWISE = tuple(t for t in ALL_TYPES if t not in ("aot", "aot_unpaired", "sft")
 
 
 # numpy references
-
-
-
-
 def np_score(h, f, a):
   if f == "reverse_kl":
     return h

@@ -9,11 +9,8 @@ from loss_properties import TRL_METRICS, logsig, sig
 
 from rewardjax.losses import reference_free as rf
 
+
 # numpy references
-
-
-
-
 @pytest.fixture(scope="module")
 def batch():
   """Eight pairs of per-sequence log-probs; pairs 2 and 5 are masked."""

@@ -32,8 +32,6 @@ from rewardjax.losses import reward_model as rm
 LOG2 = float(np.log(2.0))
 
 
-
-
 # ---------------------------------------------------------------- numpy references
 
 
