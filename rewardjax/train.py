@@ -300,9 +300,9 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     elif config.warmstart.steps:
       lm_graphdef, lm_params = nnx.split(lm_fn(nnx.Rngs(config.seed)), nnx.Param)
       params = warm_start(
-          lm_graphdef, nnx.to_pure_dict(lm_params), records["sft"], tokenizer, mesh, rng,
-          writer, steps=config.warmstart.steps, batch_size=config.warmstart.batch_size,
-          learning_rate=config.warmstart.learning_rate,
+          lm_graphdef, nnx.to_pure_dict(lm_params), records["sft"] + hooks.warmstart_examples(),
+          tokenizer, mesh, rng, writer, steps=config.warmstart.steps,
+          batch_size=config.warmstart.batch_size, learning_rate=config.warmstart.learning_rate,
           warmup_steps=config.warmstart.warmup_steps, bucket=d.bucket,
           max_prompt_length=d.max_prompt_length, max_completion_length=d.max_completion_length,
           seed=config.seed)

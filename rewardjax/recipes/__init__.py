@@ -4,6 +4,7 @@ A recipe module `rewardjax/recipes/<name>.py` defines `make_hooks(args, *, recor
 returning a `Hooks`. Every hook has a no-op default, so a recipe overrides only what it
 changes; the training loop itself is never forked.
 
+  warmstart_examples() -> list : extra {"prompt", "completion"} examples for the warm start
   items_at(default)     -> items_at(step, round) : which prompts a step trains on
   reward_fn(default)    -> reward_fn(items, completions) : how completions are scored
   after_batch(records, step) : sees every scored rollout (e.g. to recycle it into new prompts)
@@ -24,6 +25,7 @@ def _identity(fn):
 
 @dataclasses.dataclass(frozen=True)
 class Hooks:
+  warmstart_examples: Callable = lambda: []
   items_at: Callable = _identity
   reward_fn: Callable = _identity
   after_batch: Callable = lambda records, step: None

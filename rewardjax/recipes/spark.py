@@ -446,17 +446,21 @@ def make_hooks(args: dict, *, records: dict, fmt: str, seed: int) -> Hooks:
       start; 0 = off), chat_template, tokenizer and checkpoint (HF presets), and the sizes read
       by `self_judging_eval` (eval_problems, eval_samples, max_round, max_new_tokens,
       batch_size, bucket, max_prompt_length).
-    records: the trainer's records; `format_warmstart` examples built from
-      records["train_problems"] are appended to records["sft"] (the warm start reads them).
+    records: the trainer's records; the `warmstart_examples` hook builds the `format_warmstart`
+      examples from records["train_problems"] (only when the warm start runs).
     fmt: the task's answer format, "short" or "boxed".
     seed: the run seed.
   """
   formatter = (_chat_formatter(fmt, args.get("tokenizer") or args["checkpoint"])
                if args.get("chat_template") else Formatter(fmt))
-  if args.get("format_warmstart"):
-    records["sft"] = list(records["sft"]) + format_warmstart(
-        records["train_problems"], args["format_warmstart"], formatter=formatter, seed=seed,
-        labels=args.get("format_warmstart_labels", "random"))
+
+  def warmstart_examples() -> list[dict]:
+    if not args.get("format_warmstart"):
+      return []
+    return format_warmstart(records["train_problems"], args["format_warmstart"],
+                            formatter=formatter, seed=seed,
+                            labels=args.get("format_warmstart_labels", "random"))
+
   recycler = Recycler(formatter=formatter, group_size=args["group_size"], seed=seed,
                       recycle=args.get("recycle", True),
                       pointwise_prob=args.get("pointwise_prob", 0.3),
@@ -486,6 +490,6 @@ def make_hooks(args: dict, *, records: dict, fmt: str, seed: int) -> Hooks:
         bucket=args["bucket"], max_prompt_length=args["max_prompt_length"])
     return {**out, **{f"spark_{k}": float(v) for k, v in recycler.counts.items()}}
 
-  return Hooks(items_at=recycler.items_at, reward_fn=reward_fn,
-               after_batch=recycler.after_batch, evaluate=evaluate, state_dict=recycler.state_dict,
-               load_state=recycler.load_state)
+  return Hooks(warmstart_examples=warmstart_examples, items_at=recycler.items_at,
+               reward_fn=reward_fn, after_batch=recycler.after_batch, evaluate=evaluate,
+               state_dict=recycler.state_dict, load_state=recycler.load_state)
