@@ -27,8 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import grpo_step  # noqa: E402  (shared workload helpers: tokenizer, model, FLOPs, report)
 
-from rewardjax import algorithms, losses, optim, sharding, train, update  # noqa: E402
-from rewardjax.models import hf  # noqa: E402
+from rewardjax import algorithms, losses, sharding, update  # noqa: E402
 
 
 def records(args, count: int) -> list[dict]:
@@ -43,14 +42,9 @@ def records(args, count: int) -> list[dict]:
 def rewardjax_step(model_dir: str, items: list[dict], args):
   """A zero-argument function running one full rewardjax DPO step (preference_batch + update)."""
   tok = grpo_step.tokenizer()
-  model = hf.from_pretrained(model_dir, param_dtype="float32")
-  params = nnx.to_pure_dict(nnx.split(model, nnx.Param)[1])
   mesh = sharding.make_mesh()
-  tx = optim.make_optimizer(learning_rate=1e-6, total_steps=10**6, schedule="constant",
-                            b2=0.999, max_grad_norm=1.0)  # TRL's AdamW defaults
+  state, state_sharding = grpo_step.initial_state(model_dir, mesh)
   rng = jax.random.key(0)
-  state, state_sharding = train.create_state(lambda _: model, tx, mesh, rng, params=params,
-                                             with_ref=True)
   chunk = args.chunk_size
   ref_logps = jax.jit(lambda p, t, a, m: update.sequence_logps(
       nnx.merge(state.graphdef, p), t, a, m, chunk_size=chunk)[0])

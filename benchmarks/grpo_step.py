@@ -112,17 +112,23 @@ def trivial_reward(texts) -> list[float]:
   return [sum(c.islower() for c in t) / max(len(t), 1) for t in texts]
 
 
+def initial_state(model_dir: str, mesh):
+  """(TrainState with a reference copy, its shardings) of the saved model, with TRL's AdamW
+  defaults (lr 1e-6, b2 0.999, clip 1.0)."""
+  model = hf.from_pretrained(model_dir, param_dtype="float32")
+  params = nnx.to_pure_dict(nnx.split(model, nnx.Param)[1])
+  tx = optim.make_optimizer(learning_rate=1e-6, total_steps=10**6, schedule="constant",
+                            b2=0.999, max_grad_norm=1.0)
+  return train.create_state(lambda _: model, tx, mesh, jax.random.key(0), params=params,
+                            with_ref=True)
+
+
 def rewardjax_step(model_dir: str, prompts: list[str], args):
   """A zero-argument function running one full rewardjax GRPO step (rl_batch + update)."""
   tok = tokenizer(eos=False)  # no EOS id: every row samples exactly max_new_tokens tokens
-  model = hf.from_pretrained(model_dir, param_dtype="float32")
-  params = nnx.to_pure_dict(nnx.split(model, nnx.Param)[1])
   mesh = sharding.make_mesh()
-  tx = optim.make_optimizer(learning_rate=1e-6, total_steps=10**6, schedule="constant",
-                            b2=0.999, max_grad_norm=1.0)  # TRL's AdamW defaults
+  state, state_sharding = initial_state(model_dir, mesh)
   rng = jax.random.key(0)
-  state, state_sharding = train.create_state(lambda _: model, tx, mesh, rng, params=params,
-                                             with_ref=True)
   chunk = args.chunk_size
   score = jax.jit(lambda p, ref, t, a: update.score_rollouts(
       p, ref, state.graphdef, t, a, args.new_tokens, chunk_size=chunk))
