@@ -7,11 +7,18 @@ prompt length is left-padded up to a multiple of `PROMPT_BUCKET`, and the stop i
 to a multiple of `STOP_BUCKET`, so neither the prompt content nor the stop ids recompile.
 
 The decode loop is a `lax.while_loop` that stops as soon as every row has emitted a stop token;
-positions after a row's stop token hold `pad_token_id` with mask 0. `token_logprobs` recomputes
-per-token log-probs of given completions with a teacher-forced forward pass (old / reference
-log-probs for the policy losses) with `kernels/logprobs.py`, the project's one teacher-forced
-log-softmax gather; the decode loop, which already holds the [B, V] logits of one step, gathers
-them with `_gather_logprobs`.
+positions after a row's stop token hold `pad_token_id` with mask 0. Two things keep a CPU decode
+step lean (`benchmarks/rollouts.py`, `benchmarks/decode_steps.py`). A step reads every slot of
+the KV cache it is given, so the cache grows with the completion instead of starting at its
+final size: decoding runs as up to `DECODE_SEGMENTS` consecutive while-loops, each over a cache
+(a static shape) just long enough for its own steps. And every random number of a call is drawn
+before the loop, one uniform per row and step, and tokens are sampled by inverting the cdf
+(`_sample_with_uniform`): threefry inside the loop lowers to two rolled loops per step on CPU.
+
+`token_logprobs` recomputes per-token log-probs of given completions with a teacher-forced
+forward pass (old / reference log-probs for the policy losses) with `kernels/logprobs.py`, the
+project's one teacher-forced log-softmax gather; the decode loop, which already holds the [B, V]
+logits of one step, gathers them with `_gather_logprobs`.
 """
 
 import functools
@@ -31,6 +38,8 @@ from rewardjax.models import transformer
 
 PROMPT_BUCKET = 16     # prompt lengths are left-padded up to a multiple of this
 STOP_BUCKET = 8        # stop-id lists are padded (with -1, matching nothing) to a multiple
+DECODE_SEGMENTS = 8    # the KV cache grows (by re-padding) at most this many times per call
+MIN_SEGMENT = 8        # ... and only by at least this many decode steps at a time
 
 
 @flax.struct.dataclass
@@ -133,11 +142,30 @@ def sample_logits(
   (True, 0.5)
   """
   _check_sampling(temperature, top_k, top_p)
+  uniform_B = jax.random.uniform(rng, logits.shape[:1], jnp.float32)
+  return _sample_with_uniform(logits, uniform_B, temperature=temperature, top_k=top_k,
+                              top_p=top_p)
+
+
+def _sample_with_uniform(logits_BxV, uniform_B, *, temperature, top_k, top_p):
+  """`sample_logits` by inversion: the first token whose cumulative probability exceeds u.
+
+  One uniform per row instead of `jax.random.categorical`'s V Gumbel draws, so a decode loop
+  can draw all its randomness before the loop: on CPU, threefry is lowered to a rolled loop,
+  and two of them inside every decode step cost more than the model's attention.
+  """
   if temperature == 0.0:
-    tokens_B = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    tokens_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
     return tokens_B, jnp.zeros(tokens_B.shape, jnp.float32)
-  filtered_BxV = _filter_logits(logits.astype(jnp.float32) / temperature, top_k, top_p)
-  tokens_B = jax.random.categorical(rng, filtered_BxV, axis=-1).astype(jnp.int32)
+  filtered_BxV = _filter_logits(logits_BxV.astype(jnp.float32) / temperature, top_k, top_p)
+  probs_BxV = jax.nn.softmax(filtered_BxV, axis=-1)
+  cdf_BxV = jnp.cumsum(probs_BxV, axis=-1)
+  # The token is the first index where the cdf rises above t = u * total (total is 1 up to
+  # rounding): a rise means probability > 0, so filtered tokens are never drawn. t < total
+  # strictly, so the last kept token is reachable and the count stays < V.
+  total_B = cdf_BxV[:, -1]
+  threshold_B = jnp.minimum(uniform_B * total_B, jnp.nextafter(total_B, 0.0))
+  tokens_B = jnp.sum(cdf_BxV <= threshold_B[:, None], axis=-1).astype(jnp.int32)
   return tokens_B, _gather_logprobs(filtered_BxV, tokens_B)
 
 
@@ -173,6 +201,26 @@ def _check_sampling(temperature, top_k, top_p):
     raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
+def _segment_ends(steps: int) -> list[int]:
+  """Exclusive last decode step of each segment: ~equal parts of >= MIN_SEGMENT steps.
+
+  >>> _segment_ends(64), _segment_ends(20), _segment_ends(12), _segment_ends(512)[:3]
+  ([8, 16, 24, 32, 40, 48, 56, 64], [10, 20], [12], [64, 128, 192])
+  """
+  segments = max(1, min(DECODE_SEGMENTS, steps // MIN_SEGMENT))
+  return [math.ceil(steps * (j + 1) / segments) for j in range(segments)]
+
+
+def _grow(cache: transformer.KVCache, length: int) -> transformer.KVCache:
+  """The cache with empty slots (segment id 0) appended up to `length` slots."""
+  extra = length - cache.segment_ids.shape[1]
+  if extra <= 0:
+    return cache
+  pad = lambda x: jnp.pad(x, [(0, 0), (0, extra)] + [(0, 0)] * (x.ndim - 2))  # noqa: E731
+  return cache.replace(keys=tuple(map(pad, cache.keys)), values=tuple(map(pad, cache.values)),
+                       positions=pad(cache.positions), segment_ids=pad(cache.segment_ids))
+
+
 @functools.partial(jax.jit, static_argnames=(
     "graphdef", "max_new_tokens", "num_samples", "temperature", "top_k", "top_p"))
 def _generate(graphdef, params, prompt_PxS, prompt_mask_PxS, rng, stop_ids, pad_id, *,
@@ -183,17 +231,21 @@ def _generate(graphdef, params, prompt_PxS, prompt_mask_PxS, rng, stop_ids, pad_
   mask_PxS = prompt_mask_PxS.astype(jnp.int32)
 
   # Prefill once per prompt, then copy the cache to the G samples: G times less prefill work.
-  # The cache has S + T slots, so decode steps write in place and never grow a buffer.
-  cache = transformer.init_cache(model.config, num_prompts, prompt_len + steps)
+  # Within a segment, decode steps write the cache in place; it grows only between segments.
+  ends = _segment_ends(steps)
+  cache = transformer.init_cache(model.config, num_prompts, prompt_len + ends[0])
   hidden_PxSxD, cache = model.hidden_states(prompt_PxS, attention_mask=mask_PxS, cache=cache)
   logits_PxV = model.logits(hidden_PxSxD[:, -1:])[:, 0]  # only the last position is needed
   cache = jax.tree.map(lambda x: jnp.repeat(x, num_samples, axis=0) if x.ndim else x, cache)
   logits_BxV = jnp.repeat(logits_PxV, num_samples, axis=0)
   position_B = jnp.repeat(jnp.sum(mask_PxS, axis=1), num_samples)  # RoPE position of token 0
 
+  # Every draw of the call at once, outside the decode loop (see _sample_with_uniform).
+  uniform_TxB = jax.random.uniform(rng, (steps, rows), jnp.float32)
+
   def sample(logits_BxV, step, done_B):
-    tokens_B, logps_B = sample_logits(logits_BxV, jax.random.fold_in(rng, step),
-                                      temperature=temperature, top_k=top_k, top_p=top_p)
+    tokens_B, logps_B = _sample_with_uniform(logits_BxV, uniform_TxB[step],
+                                             temperature=temperature, top_k=top_k, top_p=top_p)
     if temperature == 1.0 and top_k == 0 and top_p >= 1.0:
       model_logps_B = logps_B  # the sampling distribution is the model's: skip a logsumexp
     else:
@@ -211,9 +263,11 @@ def _generate(graphdef, params, prompt_PxS, prompt_mask_PxS, rng, stop_ids, pad_
              jnp.zeros((steps, rows), jnp.float32).at[0].set(model_logps_B))
   lengths_B = jnp.ones((rows,), jnp.int32)
 
-  def cond(carry):
-    step, _, _, done_B, _, _, _ = carry
-    return (step < steps) & ~jnp.all(done_B)  # early exit once every row has stopped
+  def cond(end):
+    def before_end(carry):
+      step, _, _, done_B, _, _, _ = carry
+      return (step < end) & ~jnp.all(done_B)  # early exit once every row has stopped
+    return before_end
 
   def body(carry):
     step, cache, tokens_B, done_B, position_B, lengths_B, outputs = carry
@@ -227,8 +281,10 @@ def _generate(graphdef, params, prompt_PxS, prompt_mask_PxS, rng, stop_ids, pad_
     return step + 1, cache, tokens_B, done_B, position_B + 1, lengths_B, outputs
 
   carry = (jnp.ones((), jnp.int32), cache, tokens_B, done_B, position_B, lengths_B, outputs)
-  *_, lengths_B, (tokens_TxB, logps_TxB, model_logps_TxB) = jax.lax.while_loop(
-      cond, body, carry)
+  for end in ends:  # step s writes slot S + s - 1: steps < end need S + end - 1 slots
+    step, cache, *rest = carry
+    carry = jax.lax.while_loop(cond(end), body, (step, _grow(cache, prompt_len + end), *rest))
+  *_, lengths_B, (tokens_TxB, logps_TxB, model_logps_TxB) = carry
   completion_BxT = tokens_TxB.T
   return Rollout(
       tokens=jnp.concatenate([jnp.repeat(prompt_PxS, num_samples, axis=0), completion_BxT],
@@ -263,7 +319,7 @@ def generate(
     model: a `Transformer`, or `(graphdef, params)` from `nnx.split(model, nnx.Param)`.
     prompt_tokens: [P, S] left-padded prompts (every row must end with a real token).
     prompt_mask: [P, S] 1 on real prompt tokens.
-    rng: PRNG key; step t uses `fold_in(rng, t)`, so a call is reproducible.
+    rng: PRNG key; it draws one uniform per row and step, so a call is reproducible.
     max_new_tokens: T, the completion length of the outputs.
     eos_token_id: stops a row (None: only `stop_token_ids` stop; pass the tokenizer's).
     temperature: τ ≥ 0; 0 = greedy decoding.

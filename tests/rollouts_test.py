@@ -101,6 +101,19 @@ def test_greedy_matches_transformers(models, greedy):
   assert float(jnp.abs(greedy.logprobs).max()) == 0.0
 
 
+def test_greedy_matches_transformers_as_the_cache_grows(models):
+  """T = 40 decodes in several segments, each over a longer cache: same tokens as HF."""
+  assert len(rollouts._segment_ends(40)) > 1
+  with torch.no_grad():
+    ref = models[0].generate(
+        input_ids=torch.from_numpy(PROMPTS).long(), attention_mask=torch.from_numpy(MASK).long(),
+        do_sample=False, max_new_tokens=40, eos_token_id=None, pad_token_id=PAD)
+  out = rollouts.generate(models[1], PROMPTS, MASK, KEY, max_new_tokens=40, temperature=0.0,
+                          eos_token_id=None, pad_token_id=PAD)
+  np.testing.assert_array_equal(np.asarray(out.completion_tokens),
+                                ref[:, PROMPTS.shape[1]:].numpy())
+
+
 def _first_index(row, ids):
   hits = [t for t, tok in enumerate(row) if tok in ids]
   return hits[0] if hits else None
