@@ -57,7 +57,7 @@ def get_config(arg=None):
                   max_completion_length=8)
     # As in configs/grpo.py, the demonstrator drops half its carries: a flaw the verifier
     # reward can fix, so task accuracy has room to rise above the warm start.
-    c.warmstart.update(steps=1500, batch_size=128, learning_rate=1e-3, warmup_steps=20,
+    c.warmstart.update(steps=3000, batch_size=128, learning_rate=1e-3, warmup_steps=20,
                        slip_rate=0.5)
     # 6 tokens: a 3-character answer + EOS, or a judge's working line + verdict + EOS.
     c.rollout.update(num_generations=8, max_new_tokens=6, temperature=1.0)
@@ -76,8 +76,8 @@ def get_config(arg=None):
       judge_weight=1.0,           # loss weight of judge items; 1 = the paper (no weights)
       # Judge / reflection examples added to the warm start (tiny model only; HF models
       # already know the formats): "random" verdicts teach the format, "true" verification.
-      format_warmstart=4_000 if tiny and not arg.smoke else (16 if arg.smoke else 0),
-      format_warmstart_labels="random",
+      format_warmstart=40_000 if tiny and not arg.smoke else (16 if arg.smoke else 0),
+      format_warmstart_labels="true",
       eval_problems=128 if not arg.smoke else 4,   # held-out problems for the self-judging eval
       eval_samples=4 if not arg.smoke else 2,      # K sampled answers each (judge set, best-of-K)
       max_round=2,                                 # test-time self-reflection rounds (§2.6)

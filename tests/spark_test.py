@@ -206,7 +206,7 @@ def test_format_warmstart_labels(labels, agreement):
   examples = spark.format_warmstart(problems, 400, formatter=SHORT, seed=0, labels=labels)
   pointwise = [e for e in examples if e["prompt"].split("\n")[0] in
                {s for s, *_ in spark.TEMPLATES["short"].pointwise}]
-  assert len(pointwise) == 100
+  assert len(pointwise) == 134  # kinds cycle pointwise, pairwise, twice, then the reflections
   truth = {p["question"]: p["answer"] for p in problems}
   # prompt "<instruction>\n<answer>\n<yes label>\n<question>="
   equations = [(e["prompt"].split("\n")[3][:-1], e["prompt"].split("\n")[1])
@@ -219,12 +219,32 @@ def test_format_warmstart_labels(labels, agreement):
   assert _within(np.mean(np.equal(shown_ok, says_yes)), agreement, len(pointwise))
   pairwise = [e for e in examples if e["prompt"].split("\n")[0] in
               set(spark.TEMPLATES["short"].pairwise)]
-  assert len(pairwise) == 100
+  assert len(pairwise) == 134
   # prompt "<instruction>\n<a>\nA\n<b>\nB\n<question>="
   picked_ok = [e["prompt"].split("\n")[1 if SHORT.split_verdict(e["completion"])[1] == "A"
                                       else 3] == truth[e["prompt"].split("\n")[5][:-1]]
                for e in pairwise]
   assert _within(np.mean(picked_ok), agreement, len(pairwise))
+
+
+def test_format_warmstart_shows_the_carry_slip_as_half_the_wrong_answers():
+  """Wrong answers shown on carry / borrow questions: the carry slip w.p. 1/2, plus the share of
+  nearest-slip draws that happen to equal it."""
+  problems = tasks.problems(300, difficulty=1, seed=0)
+  truth = {p["question"]: p["answer"] for p in problems}
+  examples = spark.format_warmstart(problems, 1800, formatter=SHORT, seed=0, labels="true")
+  instructions = {s for s, *_ in spark.TEMPLATES["short"].pointwise}
+  is_slip = []
+  for e in examples:
+    lines = e["prompt"].split("\n")  # "<instruction>\n<answer>\n<yes label>\n<question>="
+    if lines[0] not in instructions:
+      continue
+    question, shown = lines[3][:-1], lines[1]
+    slip = tasks.carry_slip(question, int(truth[question]))
+    if shown != truth[question] and slip is not None:
+      is_slip.append(shown == str(slip))
+  assert len(is_slip) > 60
+  assert 0.45 < np.mean(is_slip) < 0.8
 
 
 def test_judge_reward_reads_the_last_line_or_box():

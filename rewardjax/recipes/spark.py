@@ -329,12 +329,14 @@ def format_warmstart(problems: Sequence[dict], n: int, *, formatter: Formatter, 
   SPARK starts from an instruction model that already answers "is this correct? Yes/No" and
   "fix this solution" prompts; a from-scratch char model has never seen them, so its judge
   rollouts would never state a verdict and earn no signal. Kinds cycle pointwise, pairwise,
-  CoT reflection, answer reflection; a shown answer is correct or (50/50) one of the four
-  nearest plausible slips of `tasks.wrong_answers`, never a rollout of the model. Reflection
-  targets are the ground truth (solving the question, as in the task warm start). Judge
-  targets: labels="random" draws the verdict uniformly, independent of correctness (format
-  only: the warm-started judge is at chance); labels="true" states the correct verdict (the
-  verification an instruction-tuned model brings, learnt here on synthetic slips only).
+  pointwise, pairwise, CoT reflection, answer reflection (judging is the format that is new to
+  the model; reflecting is solving). A shown answer is correct or (50/50) wrong, never a
+  rollout of the model: for a question with a carry or borrow, its `tasks.carry_slip` w.p. 1/2
+  (the slip the task demonstrator makes), else one of the four nearest plausible slips of
+  `tasks.wrong_answers`. Reflection targets and the judge's working are the ground truth.
+  Judge verdicts: labels="random" draws the verdict uniformly, independent of correctness
+  (format only); labels="true" states the correct verdict (the verification an
+  instruction-tuned model brings, learnt here on synthetic slips only).
 
   Args:
     problems: train-split task records with integer answers ("question", "answer").
@@ -353,9 +355,13 @@ def format_warmstart(problems: Sequence[dict], n: int, *, formatter: Formatter, 
   for k in range(n):
     item = problems[int(rng.integers(len(problems)))]
     value = int(item["answer"])
-    shown = [str(value), str(tasks.wrong_answers(value, 4, rng)[int(rng.integers(4))])]
+    wrong = tasks.wrong_answers(value, 4, rng)[int(rng.integers(4))]
+    slip = tasks.carry_slip(item["question"], value)
+    if slip is not None and rng.random() < 0.5:
+      wrong = slip
+    shown = [str(value), str(wrong)]
     question = formatter.question(item)
-    kind = (JUDGE_KINDS + REFLECTION_KINDS)[k % 4]
+    kind = (JUDGE_KINDS * 2 + REFLECTION_KINDS)[k % 6]
     truthful = labels == "true"
     if kind == "pointwise":
       wrong = int(rng.integers(2))
