@@ -4,8 +4,9 @@
 
 Same tiny Qwen2-shaped model as `benchmarks/rollouts.py` (D 256, F 1024, 4 layers, 4/2 heads,
 V 64; fp32) and 64 prompts. For each prompt length S, one `generate` call with 8 and one with 64
-new tokens; (t64 - t8) / 56 is the cost of one decode step with a cache of S + 64 slots. A step
-cost that grows with S (fixed batch, model and new tokens) is time spent reading the cache.
+new tokens; (t64 - t8) / 56 is the cost of one decode step, whose KV cache grows from S + 8 to
+S + 64 slots (`rollouts.DECODE_SEGMENTS`). A step cost that grows with S (fixed batch, model and
+new tokens) is time spent reading the cache.
 """
 
 import argparse
@@ -41,7 +42,7 @@ def main():
   for prompt_len in args.prompt_lens:
     prompts = rng.integers(1, 64, (args.prompts, prompt_len)).astype(np.int32)
     short, long = (call_seconds(model, prompts, t, args.repeats) for t in (8, 64))
-    print(f"prompt {prompt_len:4d} tokens, cache {prompt_len + 64:4d} slots: "
+    print(f"prompt {prompt_len:4d} tokens, cache <= {prompt_len + 64:4d} slots: "
           f"{(long - short) / 56 * 1e3:.2f} ms per decode step "
           f"(8 new tokens {short * 1e3:.1f} ms, 64 new tokens {long * 1e3:.1f} ms)")
 

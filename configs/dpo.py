@@ -24,6 +24,6 @@ def get_config(arg=None):
     c.warmstart.update(steps=2500, batch_size=128, learning_rate=1e-3)
     c.train.update(steps=150, batch_size=32, eval_every=50)
     # At 1e-4 both log-probs of a pair fall (DPO's likelihood displacement) and greedy accuracy
-    # drops 87% -> 77%; at 3e-5 it rises to 91% with the same preference accuracy (~67%).
+    # drops by ~10 points; at 3e-5 by 3.5 (92.2% -> 88.7%) at preference accuracy 68%.
     c.optim.update(learning_rate=3e-5, warmup_steps=5)
   return c

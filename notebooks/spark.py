@@ -68,10 +68,10 @@ print(spark.Formatter("boxed").pointwise("What is 47-8?", "41", index=0)[0])
 # ## 2. A shortened training run
 #
 # `configs/spark.py` is the full embedded job. Here fewer RL steps (or, under CI, the `smoke`
-# sizes). The trainer warm-starts the model on the task (plus format-only judge and reflection
-# examples whose verdicts are random, so the warm-started judge is at chance), evaluates,
-# alternates infer steps (task prompts, recycled) with reward steps (a full batch of recycled
-# prompts), and evaluates again.
+# sizes). The trainer warm-starts the model on the task plus judge and reflection examples
+# (true verdicts on synthetic slips, standing in for the judging an instruct model brings; they
+# are never the model's own answers), evaluates, alternates infer steps (task prompts,
+# recycled) with reward steps (a full batch of recycled prompts), and evaluates again.
 
 # %%
 config = spark_config.get_config("smoke" if TINY else None)
