@@ -116,11 +116,12 @@ def sample_logits(
   p(v) ∝ exp(l_v / τ) · [v in top-k] · [v in nucleus(top_p)], nucleus = smallest set of the
   most likely tokens with total probability ≥ top_p (computed after top-k and temperature, as
   the HF logits warpers are applied: temperature, top-k, top-p). The most likely token is
-  always kept. τ = 0 is greedy decoding (argmax, log-prob 0).
+  always kept. τ = 0 is greedy decoding (argmax, log-prob 0). The draw inverts the cdf:
+  x = min{v : Σ_{w ≤ v} p(w) > u}, u ~ U[0, 1), one uniform per row.
 
   Args:
     logits: [B, V] next-token logits.
-    rng: PRNG key.
+    rng: PRNG key (draws the B uniforms).
     temperature: τ ≥ 0; 0 means greedy.
     top_k: keep the k largest logits (0 = all).
     top_p: nucleus mass in (0, 1] (1 = all).
