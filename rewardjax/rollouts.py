@@ -264,11 +264,9 @@ def _generate(graphdef, params, prompt_PxS, prompt_mask_PxS, rng, stop_ids, pad_
              jnp.zeros((steps, rows), jnp.float32).at[0].set(model_logps_B))
   lengths_B = jnp.ones((rows,), jnp.int32)
 
-  def cond(end):
-    def before_end(carry):
-      step, _, _, done_B, _, _, _ = carry
-      return (step < end) & ~jnp.all(done_B)  # early exit once every row has stopped
-    return before_end
+  def running(carry, end):
+    step, _, _, done_B, _, _, _ = carry
+    return (step < end) & ~jnp.all(done_B)  # early exit once every row has stopped
 
   def body(carry):
     step, cache, tokens_B, done_B, position_B, lengths_B, outputs = carry
@@ -284,7 +282,8 @@ def _generate(graphdef, params, prompt_PxS, prompt_mask_PxS, rng, stop_ids, pad_
   carry = (jnp.ones((), jnp.int32), cache, tokens_B, done_B, position_B, lengths_B, outputs)
   for end in ends:  # step s writes slot S + s - 1: steps < end need S + end - 1 slots
     step, cache, *rest = carry
-    carry = jax.lax.while_loop(cond(end), body, (step, _grow(cache, prompt_len + end), *rest))
+    carry = jax.lax.while_loop(functools.partial(running, end=end), body,
+                               (step, _grow(cache, prompt_len + end), *rest))
   *_, lengths_B, (tokens_TxB, logps_TxB, model_logps_TxB) = carry
   completion_BxT = tokens_TxB.T
   return Rollout(

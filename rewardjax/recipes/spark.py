@@ -355,11 +355,11 @@ def format_warmstart(problems: Sequence[dict], n: int, *, formatter: Formatter, 
   for k in range(n):
     item = problems[int(rng.integers(len(problems)))]
     value = int(item["answer"])
-    wrong = tasks.wrong_answers(value, 4, rng)[int(rng.integers(4))]
+    wrong_answer = tasks.wrong_answers(value, 4, rng)[int(rng.integers(4))]
     slip = tasks.carry_slip(item["question"], value)
     if slip is not None and rng.random() < 0.5:
-      wrong = slip
-    shown = [str(value), str(wrong)]
+      wrong_answer = slip
+    shown = [str(value), str(wrong_answer)]  # shown[1] is the wrong one
     question = formatter.question(item)
     kind = (JUDGE_KINDS * 2 + REFLECTION_KINDS)[k % 6]
     truthful = labels == "true"
