@@ -4,7 +4,8 @@ Run: `python benchmarks/dpo_step.py` (CPU, about 2 minutes; TRL is timed when in
 One optimizer step: 16 (prompt, chosen, rejected) pairs, prompt 16 tokens (<bos> + 15) and
 completions of 48 tokens (47 + <eos>) each, so every one of the 32 rows is 64 tokens; reference
 log-probs of both completions (beta = 0.1, sigmoid loss), the policy's forward and backward, and
-AdamW, float32. rewardjax runs `algorithms.preference_batch` + `update.preference_update` as
+AdamW, float32. rewardjax runs the DPO program's batch stages and update step
+(`algorithms.preference.build`: `make_batch`, `make_step`), jitted by `train.jit_step`, as
 `train.run` does (reference log-probs computed each step, as TRL does without
 `precompute_ref_log_probs`); TRL runs `DPOTrainer.train()` (with `gradient_checkpointing=False`,
 so both do the same arithmetic), and a callback times each TRL step and then one rewardjax
@@ -19,15 +20,15 @@ import os
 import sys
 import tempfile
 
-import jax
-from flax import nnx
+import ml_collections
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import grpo_step  # noqa: E402  (shared workload helpers: tokenizer, model, FLOPs, report)
 
-from rewardjax import algorithms, losses, sharding, update  # noqa: E402
+from rewardjax import sharding  # noqa: E402
+from rewardjax.algorithms import preference  # noqa: E402
 
 
 def records(args, count: int) -> list[dict]:
@@ -40,40 +41,25 @@ def records(args, count: int) -> list[dict]:
 
 
 def rewardjax_step(model_dir: str, items: list[dict], args):
-  """A zero-argument function running one full rewardjax DPO step (preference_batch + update)."""
+  """A zero-argument function running one full rewardjax DPO step (batch stages + update)."""
   tok = grpo_step.tokenizer()
   mesh = sharding.make_mesh()
   state, state_sharding = grpo_step.initial_state(model_dir, mesh)
-  rng = jax.random.key(0)
-  chunk = args.chunk_size
-  ref_logps = jax.jit(lambda p, t, a, m: update.sequence_logps(
-      nnx.merge(state.graphdef, p), t, a, m, chunk_size=chunk)[0])
-  loss_fn = lambda *a: losses.dpo_loss(*a, beta=args.beta, loss_type="sigmoid")
-  holder = {"state": state, "step": 0, "step_fn": None}
+  # File records (not the built-in task): `pairs` records per step from a `RecordStream`.
+  setup = grpo_step.make_setup(tok, mesh, grpo_step.tiny_qwen2(), batch_size=args.pairs,
+                               prompt_len=args.prompt_len, completion_len=args.completion_len,
+                               chunk_size=args.chunk_size,
+                               records={"train": items, "heldout": []})
+  options = ml_collections.ConfigDict(dict(preference.DEFAULTS, loss_type="sigmoid",
+                                           beta=args.beta))
+  run, holder = grpo_step.timed_program(preference.build(options, setup), state,
+                                        state_sharding, mesh)
 
-  def items_at(step, round_index):
-    del round_index
-    start = step * args.pairs % len(items)
-    return (items + items)[start:start + args.pairs]
+  def checked():
+    run()
+    assert holder["batch"].tokens.shape == (2 * args.pairs, args.prompt_len + args.completion_len)
 
-  def run():
-    step = holder["step"]
-    batch, _, _ = algorithms.preference_batch(
-        holder["state"], step, jax.random.fold_in(rng, step), items_at=items_at, tokenizer=tok,
-        ref_logps_fn=ref_logps, mesh=mesh, bucket=16, max_prompt_length=args.prompt_len,
-        max_completion_length=args.completion_len)
-    assert batch.tokens.shape == (2 * args.pairs, args.prompt_len + args.completion_len)
-    if holder["step_fn"] is None:
-      holder["step_fn"] = jax.jit(
-          lambda s, b, r: update.preference_update(s, b, r, loss_fn=loss_fn, chunk_size=chunk),
-          in_shardings=(state_sharding, jax.tree.map(lambda x: x.sharding, batch),
-                        sharding.replicated(mesh)),
-          out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
-    holder["state"], metrics = holder["step_fn"](holder["state"], batch, rng)
-    jax.block_until_ready((holder["state"], metrics))
-    holder["step"] += 1
-
-  return run
+  return checked
 
 
 def trl_run(model_dir: str, items: list[dict], args, between_steps):

@@ -4,9 +4,10 @@ Run: `python benchmarks/grpo_step.py` (CPU, about 3 minutes; `pip install -e .[b
 else only rewardjax is timed). One optimizer step is the whole GRPO iteration: sample
 8 prompts x 8 completions of exactly 32 new tokens (EOS never ends a row: rewardjax passes no
 EOS id, TRL sets `min_new_tokens=32`), reward them (a trivial host-side function), reference
-log-probs (beta = 0.04), loss, backward and AdamW. rewardjax runs `algorithms.rl_batch` +
-`update.policy_update` exactly as `train.run` does; TRL runs `GRPOTrainer.train()`, and a
-callback times each TRL step and then one rewardjax step, so both see the same machine load.
+log-probs (beta = 0.04), loss, backward and AdamW. rewardjax runs the GRPO program's batch
+stages and update step (`algorithms.grpo.build`: `make_batch`, `make_step`), jitted by
+`train.jit_step`, exactly as `train.run` does; TRL runs `GRPOTrainer.train()`, and a callback
+times each TRL step and then one rewardjax step, so both see the same machine load.
 Medians over `--steps` steps after `--warmup` (rewardjax's first step includes compilation).
 Both are float32, on the weights of one safetensors file (`rewardjax.models.hf.save_pretrained`);
 TRL runs with `gradient_checkpointing=False` (its default recomputes the forward pass), so both
@@ -21,7 +22,7 @@ P = parameters used in matmuls (all but the embedding lookup; the tied unembeddi
 L layers, H query heads, K head dim. Sampling runs B*(S+T-1) positions (prompt + every new
 token but the last); the reference and policy passes run B*(S+T). Old-policy log-probs are
 not counted: with one update per batch they equal the policy's (TRL skips them; rewardjax
-computes them, so it does about 1/6 more work than counted).
+reads the sampler's own, `RolloutBatch.sampler_logprobs`, without a second pass).
 """
 
 import argparse
@@ -33,6 +34,7 @@ import tempfile
 import time
 
 import jax
+import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -40,8 +42,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import machine  # noqa: E402 (benchmarks/machine.py, next to this script)
 
-from rewardjax import algorithms, losses, optim, sharding, train, update  # noqa: E402
+from rewardjax import optim, recipes, sharding, train  # noqa: E402
+from rewardjax.algorithms import base, grpo  # noqa: E402
 from rewardjax.models import hf, transformer  # noqa: E402
+from rewardjax.rewards import composition  # noqa: E402
 
 # 4 specials + 60 characters = the 64-token vocabulary of the benchmark model.
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -112,6 +116,42 @@ def trivial_reward(texts) -> list[float]:
   return [sum(c.islower() for c in t) / max(len(t), 1) for t in texts]
 
 
+def make_setup(tok, mesh, model_config, *, batch_size: int, prompt_len: int,
+               completion_len: int, chunk_size: int, group: int = 1, recipe=None,
+               records=None) -> base.Setup:
+  """The `base.Setup` an algorithm is built from (what `train.make_job` resolves from a
+  config): `batch_size` prompts (or pairs) per step, bucket 16."""
+  return base.Setup(
+      tokenizer=tok, mesh=mesh, model=model_config,
+      data=base.DataOptions(fmt="short", bucket=16, max_prompt_length=prompt_len,
+                            max_completion_length=completion_len),
+      sampling=base.SamplingOptions(num_generations=group, max_new_tokens=completion_len,
+                                    temperature=1.0, top_p=1.0, top_k=0),
+      problems={}, records=records or {}, recipe=recipe, batch_size=batch_size,
+      eval_batch_size=batch_size, seed=0, chunk_size=chunk_size)
+
+
+def timed_program(program: base.Program, state, state_sharding, mesh):
+  """A zero-argument function running one full step of `program` as `train.train_steps`
+  does: `make_batch`, then the step jitted by `train.jit_step` (explicit shardings, donated
+  state), waited for. Returns (run, the last batch holder) for shape checks."""
+  rng = jax.random.key(0)
+  holder = {"state": state, "step": 0, "step_fn": None, "batch": None}
+
+  def run():
+    step = holder["step"]
+    step_rng = jax.random.fold_in(rng, step)
+    batch, _ = program.make_batch(holder["state"], step, step_rng)
+    holder["batch"] = batch
+    if holder["step_fn"] is None:
+      holder["step_fn"] = train.jit_step(program, state_sharding, batch, mesh)
+    holder["state"], metrics = holder["step_fn"](holder["state"], batch, step_rng)
+    jax.block_until_ready((holder["state"], metrics))
+    holder["step"] += 1
+
+  return run, holder
+
+
 def initial_state(model_dir: str, mesh):
   """(TrainState with a reference copy, its shardings) of the saved model, with TRL's AdamW
   defaults (lr 1e-6, b2 0.999, clip 1.0)."""
@@ -124,50 +164,27 @@ def initial_state(model_dir: str, mesh):
 
 
 def rewardjax_step(model_dir: str, prompts: list[str], args):
-  """A zero-argument function running one full rewardjax GRPO step (rl_batch + update)."""
+  """A zero-argument function running one full rewardjax GRPO step (batch stages + update)."""
   tok = tokenizer(eos=False)  # no EOS id: every row samples exactly max_new_tokens tokens
   mesh = sharding.make_mesh()
   state, state_sharding = initial_state(model_dir, mesh)
-  rng = jax.random.key(0)
-  chunk = args.chunk_size
-  score = jax.jit(lambda p, ref, t, a: update.score_rollouts(
-      p, ref, state.graphdef, t, a, args.new_tokens, chunk_size=chunk))
-  loss_fn = lambda *a, **k: losses.grpo_loss(*a, **k, loss_type="grpo", beta=args.beta,
-                                             epsilon_low=0.2, epsilon_high=0.2)
-  step_fn = None
-  items = [{"prompt": p} for p in prompts]
+  # The prompt source and a one-term reward composition, as a recipe supplies them.
+  recipe = recipes.Recipe(
+      source=recipes.RecordStream([{"prompt": p} for p in prompts], args.prompts, seed=0),
+      rewards=composition.Composition((composition.Term(
+          "lowercase", lambda scored: trivial_reward(scored.texts)),)))
+  setup = make_setup(tok, mesh, tiny_qwen2(), batch_size=args.prompts,
+                     prompt_len=args.prompt_len, completion_len=args.new_tokens,
+                     chunk_size=args.chunk_size, group=args.group, recipe=recipe)
+  options = ml_collections.ConfigDict(dict(grpo.DEFAULTS, loss_type="grpo", beta=args.beta,
+                                           advantage="grpo", scale_rewards="group"))
+  run, holder = timed_program(grpo.build(options, setup), state, state_sharding, mesh)
 
-  def items_at(step, round_index):
-    del round_index
-    start = step * args.prompts % len(items)
-    return (items + items)[start:start + args.prompts]
+  def checked():
+    run()
+    assert holder["batch"].completion_mask.shape == (args.prompts * args.group, args.new_tokens)
 
-  holder = {"state": state, "step": 0}
-
-  def run():
-    nonlocal step_fn
-    step = holder["step"]
-    step_rng = jax.random.fold_in(rng, step)
-    batch, _, _ = algorithms.rl_batch(
-        holder["state"], step, step_rng, items_at=items_at, tokenizer=tok,
-        reward_fn=lambda _, texts: trivial_reward(texts), score_fn=score, mesh=mesh,
-        group_size=args.group, advantage="grpo", scale_rewards="group",
-        max_new_tokens=args.new_tokens, temperature=1.0, top_p=1.0, top_k=0, bucket=16,
-        max_prompt_length=args.prompt_len, dynamic_sampling=False, max_resample_rounds=0,
-        overlong_buffer=0, overlong_penalty=0.0)
-    assert batch.completion_mask.shape == (args.prompts * args.group, args.new_tokens)
-    if step_fn is None:
-      batch_sharding = jax.tree.map(lambda x: x.sharding, batch)
-      step_fn = jax.jit(lambda s, b, r: update.policy_update(s, b, r, loss_fn=loss_fn,
-                                                             chunk_size=chunk),
-                        in_shardings=(state_sharding, batch_sharding, sharding.replicated(mesh)),
-                        out_shardings=(state_sharding, sharding.replicated(mesh)),
-                        donate_argnums=(0,))
-    holder["state"], metrics = step_fn(holder["state"], batch, step_rng)
-    jax.block_until_ready((holder["state"], metrics))
-    holder["step"] += 1
-
-  return run
+  return checked
 
 
 def step_timer(between_steps):

@@ -10,16 +10,18 @@ their type (`--config.algo.beta=0.0`).
 import ml_collections
 
 from configs import common
+from rewardjax import algorithms
 
 
-def get_config(smoke: bool = False, size: str = "tiny") -> ml_collections.ConfigDict:
+def get_config(smoke: bool = False, size: str = "tiny",
+               algorithm: str = "grpo") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.algorithm = "grpo"            # "grpo" (policy gradient) | "dpo" | "reward_model"
+  c.algorithm = algorithm         # rewardjax.algorithms.ALGORITHMS: grpo | dpo | reward_model | sft
   c.recipe = ""                   # "" or a module of rewardjax/recipes, e.g. "spark"
 
   c.model = ml_collections.ConfigDict(dict(
-      size=size, checkpoint="", tokenizer="", dtype="float32", param_dtype="float32",
+      checkpoint="", tokenizer="", dtype="float32", param_dtype="float32",
       attention_impl="xla", rope_theta=10_000.0, rms_norm_eps=1e-6))
   c.model.update({k: v for k, v in common.MODELS["tiny"].items()})
   if size in common.MODELS and "checkpoint_name" not in common.MODELS[size]:
@@ -31,7 +33,6 @@ def get_config(smoke: bool = False, size: str = "tiny") -> ml_collections.Config
       eval_path="",                 # held-out file (else a hashed split of `path`)
       tfds_data_dir="",
       difficulty=1, fmt="short", heldout_fraction=0.1,
-      pairs_per_question=1,         # built-in preference pairs per training question
       num_train=20_000, num_eval=256,
       chat_template=False,          # wrap prompts with the tokenizer's chat template
       max_prompt_length=64, max_completion_length=16, bucket=16))
@@ -44,14 +45,9 @@ def get_config(smoke: bool = False, size: str = "tiny") -> ml_collections.Config
   c.rollout = ml_collections.ConfigDict(dict(
       num_generations=8, max_new_tokens=8, temperature=1.0, top_p=1.0, top_k=0))
 
-  # Objective hyper-parameters; names follow TRL (GRPOConfig / DPOConfig / RewardConfig).
-  c.algo = ml_collections.ConfigDict(dict(
-      loss_type="grpo", beta=0.04, epsilon_low=0.2, epsilon_high=0.2, delta=0.0,
-      importance_sampling_level="token", kl_estimator="low_var_kl", entropy_coeff=0.0,
-      advantage="grpo", scale_rewards="group", num_iterations=1, num_minibatches=1,
-      dynamic_sampling=False, max_resample_rounds=4,
-      overlong_buffer=0, overlong_penalty=1.0,
-      label_smoothing=0.0, margin=0.0, center_rewards_coefficient=0.0))
+  # The algorithm's own block: its defaults (rewardjax/algorithms/<module>.py DEFAULTS), one
+  # meaning per field; a paper variant is a diff of it.
+  c.algo = ml_collections.ConfigDict(dict(algorithms.get(algorithm).defaults))
 
   c.optim = ml_collections.ConfigDict(dict(
       learning_rate=1e-4, warmup_steps=0, schedule="constant", weight_decay=0.0,

@@ -1,5 +1,6 @@
 """GRPO and its variants on the built-in arithmetic task (DeepSeekMath GRPO, Dr. GRPO, DAPO,
-GSPO, RLOO; arXiv 2402.03300, 2503.20783, 2503.14476, 2507.18071, 2402.14740).
+GSPO, CISPO, RLOO, REINFORCE++, StableReinforce; arXiv 2402.03300, 2503.20783, 2503.14476,
+2507.18071, 2506.13585, 2402.14740, 2501.03262, 2505.02835).
 
     python launch/train.py --config=configs/grpo.py --workdir=/tmp/grpo
     python launch/train.py --config=configs/grpo.py:variant=dapo,smoke --workdir=/tmp/dapo
@@ -13,12 +14,21 @@ from configs import base, common
 # Each variant is a diff of the base `algo` block (TRL GRPOConfig names).
 VARIANTS = {
     "grpo": dict(loss_type="grpo", beta=0.04, advantage="grpo", scale_rewards="group"),
+    "bnpo": dict(loss_type="bnpo", beta=0.04, advantage="grpo"),
     "dr_grpo": dict(loss_type="dr_grpo", beta=0.0, advantage="grpo", scale_rewards="none"),
     "dapo": dict(loss_type="dapo", beta=0.0, epsilon_high=0.28, dynamic_sampling=True,
                  overlong_buffer=2),
     "gspo": dict(loss_type="grpo", importance_sampling_level="sequence", epsilon_low=3e-4,
                  epsilon_high=4e-4, beta=0.0, num_minibatches=2),
+    # CISPO: IS weight capped at 1 + eps_high (ScaleRL's eps_max = 5 -> cap 5.0 here).
+    "cispo": dict(loss_type="cispo", beta=0.0, epsilon_high=5.0),
     "rloo": dict(loss_type="grpo", advantage="rloo", beta=0.04),
+    # REINFORCE++: k1 KL in the token reward (1e-3), returns whitened over the batch, no KL loss.
+    "reinforce_pp": dict(loss_type="grpo", advantage="reinforce_pp", beta=0.0,
+                         reward_kl_coef=1e-3),
+    # StableReinforce: REINFORCE++ plus the log-ratio pre-clip ln(1e3) and the 3-sigma filter.
+    "stable_reinforce": dict(loss_type="grpo", advantage="reinforce_pp", beta=0.0,
+                             reward_kl_coef=1e-3, log_ratio_clip=6.907755, advantage_filter=3.0),
 }
 
 HF_PRESET = dict(fmt="boxed", chat_template=True, max_prompt_length=256,
@@ -28,8 +38,7 @@ HF_PRESET = dict(fmt="boxed", chat_template=True, max_prompt_length=256,
 def get_config(arg=None):
   arg = common.parse_arg(arg, choices={"variant": VARIANTS, "size": common.MODELS},
                          variant="grpo", size="tiny", smoke=False)
-  c = base.get_config(smoke=arg.smoke, size=arg.size)
-  c.algorithm = "grpo"
+  c = base.get_config(smoke=arg.smoke, size=arg.size, algorithm="grpo")
   c.algo.update(VARIANTS[arg.variant])
   if arg.size == "tiny" and not arg.smoke:
     # The warm start imitates a demonstrator that drops half its carries; RL with the

@@ -1,23 +1,77 @@
-"""Bradley-Terry reward model on built-in preference pairs (InstructGPT, arXiv 2203.02155;
-TRL RewardTrainer). The model is the warm-started language model with a scalar head on the
-last token.
+"""Reward models on the built-in arithmetic task: a language model with a scalar head on the last
+token, trained by one of the objectives of `rewardjax/algorithms/reward_model_objectives.py`.
+Held-out metric: pairwise accuracy on (correct, plausible wrong answer) pairs.
 
     python launch/train.py --config=configs/reward_model.py --workdir=/tmp/rm
+    python launch/train.py --config=configs/reward_model.py:variant=yojo,smoke --workdir=/tmp/yo
+
+Variants (`variant=`; each is a diff of the `algo` block; the objective picks its built-in
+records, so e.g. `margin` trains on pairs that carry a margin):
+
+  bt                Bradley-Terry on pairs. InstructGPT, arXiv 2203.02155 §3.5 (eq. 1); TRL
+                    RewardTrainer.
+  center            (default; the README figure) bt + center_rewards_coefficient 0.01.
+                    Eisenstein et al. "Helping or Herding", arXiv 2312.09244 (eq. 2).
+  margin            bt with a per-pair margin m inside the sigmoid, from the Llama 2 preference
+                    rating; here the rating is how wrong the rejected answer is (1/3 if off by
+                    <= 2, 2/3 if <= 10, else 1; tasks.rated_preference_pairs). Llama 2, arXiv
+                    2307.09288 §3.2.2 (eq. 2).
+  label_flip        MOSS-RLHF II recipe "flip": pairs with negative ensemble preference strength
+                    have their labels flipped. Secrets of RLHF II, arXiv 2401.06080 §2 (label
+                    flipping; papers/reward.md §2.3).
+  label_smoothing   recipe "Soft Label + Margin": label smoothing alpha = label_smoothing (0.1)
+                    on the negative-strength pairs plus the adaptive margin on all pairs.
+                    arXiv 2401.06080 §2 (eq. 5; papers/reward.md §2.4, §2.6).
+  adaptive_margin   recipe "Margin": the ensemble strength as a margin on every pair. arXiv
+                    2401.06080 §2 (eq. 6, read with the margin inside log σ; papers/reward.md §2.5).
+                    The three denoising variants train on built-in pairs with label_noise (20%)
+                    swapped labels; the preference strength is the mean margin of an ensemble of
+                    ensemble_size (10) cheap scorers that misjudge a question with probability
+                    ensemble_error (tasks.noisy_preference_pairs; papers/reward.md §2.2).
+  contrastive       bt + SimCSE (beta 1, tau 0.05) on the last-token features of all rows, two
+                    dropout-0.05 views. arXiv 2401.06080 §3 (contrastive learning for reward
+                    modeling; papers/reward.md §2.7). The backbone has no dropout, so the views
+                    are dropped out on the features fed to the head.
+  win_tie           SoliReward BT with win-tie (paper form): Pass beats Fail, two Pass responses
+                    tie (cross-prompt pairs of correct answers, tie_fraction 0.5). arXiv
+                    2512.22170 (BT-WT loss; papers/reward.md §3.2-3.3).
+  k_choose_2        all C(K, 2) pairs of K = num_responses (4) ranked responses per prompt, one
+                    prompt = one element. arXiv 2203.02155 §3.5 (eq. 1).
+  plackett_luce     Plackett-Luce / ListMLE likelihood of the same rankings. DPO, arXiv
+                    2305.18290 App. A.3 (Plackett-Luce model); Xia et al. ICML 2008 (ListMLE).
+  polar             POLAR: candidates scored against a reference in the same sequence; built-in
+                    triplets mix the pre-training form (reference and positive from one policy)
+                    and the fine-tuning form (ranked triple, top = reference). arXiv 2507.05197
+                    §3.3-3.4.
+  yojo              YOJO: the K responses packed in one row, K-way softmax cross-entropy on the
+                    best one, each list in two orders. arXiv 2604.10966 (papers/reward.md §6).
+  goal_conditioned  bt + the goal-conditioned contrastive loss on hidden states (beta 0.5, 16
+                    position pairs). Nath et al., arXiv 2407.13887 (papers/reward.md §7.3-7.4).
+  pointwise         binary cross-entropy with the reward as the logit: label 1 for correct, 0
+                    for wrong responses. GenRM, arXiv 2408.15240; SoliReward's BCE term, arXiv
+                    2512.22170 (papers/reward.md §3.4, §15.3).
 """
 
 from configs import base, common
 
+# Each variant is a diff of the reward model's `algo` block (TRL RewardConfig names).
+VARIANTS = {name: dict(loss_type=name) for name in (
+    "bt", "margin", "label_flip", "label_smoothing", "adaptive_margin", "contrastive", "win_tie",
+    "k_choose_2", "plackett_luce", "polar", "yojo", "goal_conditioned", "pointwise")}
+VARIANTS.update(center=dict(loss_type="bt", center_rewards_coefficient=0.01))
+
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, choices={"size": common.MODELS}, size="tiny", smoke=False)
-  c = base.get_config(smoke=arg.smoke, size=arg.size)
-  c.algorithm = "reward_model"
-  c.algo.update(center_rewards_coefficient=0.01)
+  arg = common.parse_arg(arg, choices={"variant": VARIANTS, "size": common.MODELS},
+                         variant="center", size="tiny", smoke=False)
+  c = base.get_config(smoke=arg.smoke, size=arg.size, algorithm="reward_model")
+  c.algo.update(VARIANTS[arg.variant])
   c.train.export_hf = False
   if not arg.smoke:
     # 8 pairs per training question (distinct wrong answers): the model learns to verify
     # instead of remembering pairs; with 1 pair per question held-out accuracy stalls at ~80%.
-    c.data.update(difficulty=1, num_train=20_000, num_eval=512, pairs_per_question=8)
+    c.data.update(difficulty=1, num_train=20_000, num_eval=512)
+    c.algo.update(pairs_per_question=8)
     c.warmstart.update(steps=2500, batch_size=128, learning_rate=1e-3)
     c.train.update(steps=2500, batch_size=64, eval_every=500)
     c.optim.update(learning_rate=3e-4, warmup_steps=50, schedule="cosine")

@@ -47,8 +47,8 @@ HF_PRESET = dict(source="jsonl", fmt="boxed", chat_template=True, max_prompt_len
 def get_config(arg=None):
   arg = common.parse_arg(arg, choices={"variant": VARIANTS, "size": common.MODELS},
                          variant="spark", size="tiny", smoke=False)
-  c = base.get_config(smoke=arg.smoke, size=arg.size)
-  c.algorithm, c.recipe = "grpo", "spark"
+  c = base.get_config(smoke=arg.smoke, size=arg.size, algorithm="grpo")
+  c.recipe = "spark"
   c.algo.update(SPARK_ALGO)
   tiny = arg.size in ("tiny", "smoke")
   if tiny and not arg.smoke:

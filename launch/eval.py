@@ -5,7 +5,8 @@ workdir holds none, evaluates `--config.model.checkpoint` as it is (e.g. an HF i
 before any training). Prints the held-out task accuracy and the recipe's metrics; for SPARK:
 judge accuracy on held-out rollouts, reflection fix rate, test-time self-reflection (answer,
 self-judge, revise up to max_round) and best-of-N by the model's own judge score. All logic is
-library code (`rewardjax.train.evaluate`, `rewardjax.evaluation.self_reflection`).
+library code: the algorithm program's held-out evaluation and the recipe's (`train.make_job`,
+`rewardjax.evaluation.self_reflection`), the ones `train.run` reports.
 """
 
 import json
@@ -27,50 +28,45 @@ def main(argv):
   import jax  # noqa: PLC0415 (after flag parsing, so --help is fast)
   from flax import nnx  # noqa: PLC0415
 
-  from rewardjax import checkpoint, recipes, sharding, train  # noqa: PLC0415
-  from rewardjax.models import hf, transformer  # noqa: PLC0415
+  from rewardjax import checkpoint, sharding, train  # noqa: PLC0415
   from rewardjax.types import TrainState  # noqa: PLC0415
 
   logging.set_verbosity(logging.WARNING)
   config, workdir = _CONFIG.value, _WORKDIR.value
-  if config.algorithm != "grpo":
-    raise app.UsageError(f"launch/eval.py evaluates policy-gradient runs (algorithm='grpo'); "
-                         f"got {config.algorithm!r}, whose held-out metrics train.run reports")
-  tokenizer = train.load_tokenizer(config)
-  records = train.load_records(config, tokenizer)
-  hooks = recipes.load(config.recipe, config.recipe_args.to_dict(), records=records,
-                       fmt=config.data.fmt, seed=config.seed)
-  mconfig = train.model_config(config, tokenizer)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-  state = None
-  if workdir:
-    # The training run's state layout, so the checkpoint restores exactly as on resume.
-    tx = train.make_optimizer(config.optim, config.train.steps * config.algo.num_iterations
-                              * config.algo.num_minibatches)
-    manager = checkpoint.make_manager(workdir)
-    state, extra, _ = train.restore(
-        manager, lambda rngs: transformer.Transformer(mconfig, rngs=rngs), tx, mesh,
-        jax.random.key(config.seed), with_ref=config.algo.beta > 0)
-    manager.close()
-  if state is not None:
-    step = int(extra["step"])
-    hooks.load_state(extra.get("recipe", {}))
-    print(f"evaluating {workdir} at step {step}")
-  elif config.model.checkpoint:
-    graphdef, params = nnx.split(hf.from_pretrained(
-        config.model.checkpoint, dtype=mconfig.dtype, param_dtype=mconfig.param_dtype,
-        attention_impl=mconfig.attention_impl), nnx.Param)
-    state = TrainState(step=0, params=nnx.to_pure_dict(params), opt_state=None, rng=None,
-                       graphdef=graphdef)
-    step = 0
-    print(f"evaluating {config.model.checkpoint} (no checkpoint in --workdir={workdir!r})")
-  else:
-    raise app.UsageError(f"no checkpoint in --workdir={workdir!r} and no "
-                         "--config.model.checkpoint to evaluate")
-  # The trainer's evaluation key for this step: the numbers match its eval at `step`.
-  rng = jax.random.fold_in(jax.random.key(config.seed + 1), step)
-  with jax.set_mesh(mesh):
-    results = train.evaluate(config, state, records, tokenizer, hooks, rng, None, None)
+  with jax.set_mesh(mesh):  # as in train.run: the models' activation sharding constraints
+    # The run's tokenizer, data, recipe and algorithm program, resolved as the trainer does.
+    job = train.make_job(config, mesh)
+    program = job.program
+    state = None
+    if workdir:
+      # The training run's state layout, so the checkpoint restores exactly as on resume.
+      tx = train.make_optimizer(config.optim, config.train.steps * program.num_iterations
+                                * program.num_minibatches)
+      manager = checkpoint.make_manager(workdir)
+      state, extra, _ = train.restore(manager, program.model_fn, tx, mesh,
+                                      jax.random.key(config.seed), with_ref=program.with_ref)
+      manager.close()
+    if state is not None:
+      step = int(extra["step"])
+      job.recipe.source.load_state(extra.get("recipe", {}))
+      print(f"evaluating {workdir} at step {step}")
+    elif config.model.checkpoint:
+      # The trainer's initial params (the program's model from the pretrained LM), without
+      # an optimizer state.
+      graphdef = nnx.split(nnx.eval_shape(lambda: program.model_fn(nnx.Rngs(0))), nnx.Param)[0]
+      params = program.init_params(train.pretrained_params(config, job.setup.model),
+                                   config.seed)
+      state = TrainState(step=0, params=params, opt_state=None, rng=None,
+                         ref_params=params if program.with_ref else None, graphdef=graphdef)
+      step = 0
+      print(f"evaluating {config.model.checkpoint} (no checkpoint in --workdir={workdir!r})")
+    else:
+      raise app.UsageError(f"no checkpoint in --workdir={workdir!r} and no "
+                           "--config.model.checkpoint to evaluate")
+    # The trainer's evaluation key for this step: the numbers match its eval at `step`.
+    rng = jax.random.fold_in(jax.random.key(config.seed + 1), step)
+    results = {**program.evaluate(state, rng), **job.recipe.evaluate(state, job.tokenizer)}
   width = max(len(k) for k in results)
   print("\n".join(f"{k:<{width}}  {v:.4g}" for k, v in results.items()))
   if workdir:

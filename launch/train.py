@@ -17,24 +17,50 @@ _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory (checkpoints, metri
                                "existing one is resumed. Default: runs/<config name>.")
 
 
-def main(argv):
-  del argv
+def load_config(config_arg: str, overrides: dict | None = None):
+  """The locked config of "configs/<name>.py[:arg]", as `--config=` builds it, with dotted
+  `overrides` ({"train.steps": 2}) applied like `--config.train.steps=2`."""
+  import importlib.util  # noqa: PLC0415
+
+  path, _, arg = config_arg.partition(":")
+  spec = importlib.util.spec_from_file_location("rewardjax_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  for key, value in (overrides or {}).items():
+    *parents, leaf = key.split(".")
+    block = config
+    for name in parents:
+      block = block[name]
+    if leaf not in block:
+      raise KeyError(f"--config.{key}: no such field; fields here: {sorted(block)}")
+    block[leaf] = value
+  config.lock()
+  return config
+
+
+def train_config(config, workdir: str) -> dict:
+  """What `main` runs after flag parsing: multi-host init, a device line, `train.run`."""
   import jax  # noqa: PLC0415 (after flag parsing, so --help is fast)
 
   from rewardjax import sharding, train  # noqa: PLC0415
 
-  # orbax logs every checkpoint step at INFO; the progress bar already says what happens.
-  logging.set_verbosity(logging.WARNING)
-  config = _CONFIG.value
   if config.distributed.initialize:  # must precede every other jax call, even jax.devices()
     dist = config.distributed
     sharding.initialize_distributed(dist.coordinator_address, dist.num_processes,
                                     dist.process_id)
-  workdir = _WORKDIR.value or os.path.join(
-      "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
   logging.info("JAX devices: %s", jax.devices())
   print(f"rewardjax: {jax.device_count()} {jax.default_backend()} device(s), workdir {workdir}")
-  train.run(config, workdir)
+  return train.run(config, workdir)
+
+
+def main(argv):
+  del argv
+  # orbax logs every checkpoint step at INFO; the progress display already says what happens.
+  logging.set_verbosity(logging.WARNING)
+  workdir = _WORKDIR.value or os.path.join(
+      "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
+  train_config(_CONFIG.value, workdir)
 
 
 if __name__ == "__main__":

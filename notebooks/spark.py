@@ -97,10 +97,10 @@ for key in ("accuracy", "judge_accuracy", "reflection_fix_rate", "self_reflectio
 # %%
 model = hf.from_pretrained(os.path.join(workdir, "hf"))
 tokenizer = train.load_tokenizer(config)
-records = train.load_records(config, tokenizer)
+problems, _ = train.load_data(config, tokenizer, record_kind="answer")  # the built-in task
 graphdef, params = nnx.split(model, nnx.Param)
 P, G = config.train.batch_size, config.rollout.num_generations
-items = records["train"][:P]
+items = problems["train"][:P]
 texts = accuracy.generate_texts(graphdef, params, tokenizer, [it["prompt"] for it in items],
                                 jax.random.key(0), max_new_tokens=config.rollout.max_new_tokens,
                                 batch_size=P, bucket=config.data.bucket, temperature=1.0,
@@ -128,7 +128,7 @@ for it in recycled:
 # the model's own judge finds most likely.)
 
 # %%
-heldout = records["heldout_problems"][:8 if TINY else 64]
+heldout = problems["heldout"][:8 if TINY else 64]
 judge_prompts = [short.pointwise(it["question"], it["answer"], 0)[0] for it in heldout[:4]]
 for p, verdict in zip(judge_prompts, accuracy.generate_texts(
     graphdef, params, tokenizer, judge_prompts, jax.random.key(2),

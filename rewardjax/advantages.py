@@ -231,6 +231,47 @@ def masked_whiten(values: Float[Array, "B T"], mask: Shaped[Array, "B T"], *,
   return jnp.where(m_BxT > 0, out_BxT, 0.0)
 
 
+def reinforce_pp_advantages(rewards: Float[Array, " B"], logprobs: Float[Array, "B T"],
+                            ref_logprobs: Float[Array, "B T"], mask: Shaped[Array, "B T"], *,
+                            kl_coef: float = 1e-3) -> Float[Array, "B T"]:
+  """REINFORCE++ token advantages: KL-in-reward returns, globally whitened.
+
+    r_t = -kl_coef (logp_t - ref_logp_t) + R 1[t = last completion token]     (k1 KL in reward)
+    G_t = sum_{s >= t} r_s m_s                                                 (gamma = 1)
+    A_t = masked_whiten(G)_t                                                    (over all tokens)
+
+  Args:
+    rewards: [B] sequence rewards R.
+    logprobs: [B, T] log-probs of the sampling policy (the rollout's old log-probs).
+    ref_logprobs: [B, T] log-probs of the reference policy.
+    mask: [B, T] 1 on completion tokens.
+    kl_coef: KL-in-reward coefficient (OpenRLHF `init_kl_coef`, 1e-3 in R1-Reward).
+
+  Returns:
+    [B, T] float32 advantages, 0 off the mask.
+
+  Normalisers: `masked_whiten` over every masked token of the batch (mean, variance ddof=1,
+  eps=1e-8); no group baseline (REINFORCE++ is group-free).
+
+  References:
+    REINFORCE++, arXiv 2501.03262, §3; R1-Reward (StableReinforce), arXiv 2505.02835, §3.
+
+  >>> a = reinforce_pp_advantages(jnp.array([1.0, 0.0]), jnp.zeros((2, 2)), jnp.zeros((2, 2)),
+  ...                             jnp.array([[1, 1], [1, 0]]))
+  >>> [[round(float(v), 4) for v in row] for row in a]   # returns [[1, 1], [0, -]]: mean 2/3
+  [[0.5774, 0.5774], [-1.1547, 0.0]]
+  """
+  _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
+  m_BxT = mask.astype(jnp.float32)
+  token_rewards_BxT = -kl_coef * (logprobs - ref_logprobs) * m_BxT
+  length_B = m_BxT.sum(axis=1).astype(jnp.int32)
+  last_BxT = jax.nn.one_hot(jnp.maximum(length_B - 1, 0), m_BxT.shape[1]) * (length_B > 0)[:, None]
+  token_rewards_BxT = token_rewards_BxT + rewards.astype(jnp.float32)[:, None] * last_BxT
+  # Right-padded completions: reverse cumsum = return from t to the end (gamma = 1).
+  returns_BxT = jnp.flip(jnp.cumsum(jnp.flip(token_rewards_BxT, 1), axis=1), 1) * m_BxT
+  return masked_whiten(returns_BxT, m_BxT)
+
+
 def gae_advantages(rewards: Float[Array, "B T"], values: Float[Array, "B T"],
                    mask: Shaped[Array, "B T"], *, gamma: float = 1.0, lam: float = 0.95,
                    whiten: bool = True) -> tuple[Float[Array, "B T"], Float[Array, "B T"]]:

@@ -1,32 +1,28 @@
 """The training loop: `run(config, workdir)`, one function that reads top to bottom.
 
-Phases: mesh -> data -> model -> state (born sharded, or restored) -> warm start -> jitted
-update -> loop (batch, update, metrics, eval, checkpoint) -> export. The algorithm is chosen
-once from `algorithms.ALGORITHMS`; a recipe (`rewardjax/recipes/<name>.py`) plugs in through
-`recipes.Hooks` (which prompts, which reward, what to do with finished rollouts, extra eval).
+Phases: mesh -> data -> algorithm (looked up once by name, `rewardjax.algorithms`) -> state
+(born sharded, or restored) -> warm-start stage (the SFT algorithm, same loop) -> jitted update
+-> loop (batch, update, metrics, eval, checkpoint) -> export. Nothing below asks which
+algorithm runs: each one is a `Program` (model, batch stages, pure step, evaluation); a recipe
+(`rewardjax/recipes/<name>.py`) supplies the prompt source and the reward composition.
 """
 
 import dataclasses
-import functools
 import json
 import os
+import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 
-from rewardjax import algorithms, checkpoint, optim, recipes, sharding, update
-from rewardjax import losses as losses_lib
+from rewardjax import algorithms, checkpoint, optim, recipes, sharding
 from rewardjax import metrics as metrics_lib
+from rewardjax.algorithms import base
 from rewardjax.data import loaders, tasks, tokenizers
-from rewardjax.evaluation import accuracy
-from rewardjax.models import heads, hf, transformer
+from rewardjax.models import hf, transformer
 from rewardjax.types import TrainState
-
-LOSS_FNS = {"grpo": losses_lib.grpo_loss, "dpo": losses_lib.dpo_loss,
-            "reward_model": losses_lib.bradley_terry_loss}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,32 +53,27 @@ def load_tokenizer(config):
   return tokenizers.load_tokenizer(path) if path else tokenizers.char_tokenizer()
 
 
-def load_records(config, tokenizer) -> dict[str, list[dict]]:
-  """Train / held-out records for the algorithm: {"train", "heldout", "sft"}."""
-  d, kind = config.data, ("answer" if config.algorithm == "grpo" else "preference")
+def load_data(config, tokenizer, record_kind: str) -> tuple[dict, dict]:
+  """`(problems, records)`: the built-in task's questions, or a file's records of `record_kind`.
+
+  Built-in task: problems {"train", "heldout", "warmstart"}; the warm-start stage and the main
+  algorithm see disjoint question halves (RL on questions the warm start memorised has nothing
+  left to learn and stops generalising to held-out ones). Files: records {"train", "heldout"}
+  (a hashed split of `data.path` unless `data.eval_path` is given).
+  """
+  d = config.data
   if d.source == "arithmetic":
     common = dict(difficulty=d.difficulty, seed=config.seed, fmt=d.fmt,
                   heldout_fraction=d.heldout_fraction)
     problems = tasks.problems(d.num_train, split="train", **common)
-    heldout = tasks.problems(d.num_eval, split="heldout", **common)
-    # The warm start and the later stage see disjoint questions: RL on questions the warm start
-    # memorised has nothing left to learn and stops generalising to held-out ones.
     warm = [tasks.heldout_bucket("warmstart/" + p["question"]) < 0.5 for p in problems]
-    train = [p for p, w in zip(problems, warm) if not w]
-    out = {"sft": tasks.sft_examples([p for p, w in zip(problems, warm) if w], fmt=d.fmt,
-                                     slip_rate=config.warmstart.slip_rate, seed=config.seed),
-           "train_problems": train, "heldout_problems": heldout}
-    if kind == "preference":
-      out.update(train=tasks.preference_pairs(train, fmt=d.fmt, seed=config.seed,
-                                              pairs_per_question=d.pairs_per_question),
-                 heldout=tasks.preference_pairs(heldout, fmt=d.fmt, seed=config.seed + 1))
-    else:
-      out.update(train=train, heldout=heldout)
-    return out
+    return {"train": [p for p, w in zip(problems, warm) if not w],
+            "warmstart": [p for p, w in zip(problems, warm) if w],
+            "heldout": tasks.problems(d.num_eval, split="heldout", **common)}, {}
   readers = {
-      "jsonl": lambda path: loaders.load_jsonl(path, kind=kind),
-      "hf": lambda path: loaders.load_hf_dataset(path, kind=kind),
-      "tfds": lambda name: loaders.load_tfds(name, data_dir=d.tfds_data_dir, kind=kind),
+      "jsonl": lambda path: loaders.load_jsonl(path, kind=record_kind),
+      "hf": lambda path: loaders.load_hf_dataset(path, kind=record_kind),
+      "tfds": lambda name: loaders.load_tfds(name, data_dir=d.tfds_data_dir, kind=record_kind),
   }
   if d.source not in readers:
     raise ValueError(f"data.source={d.source!r}; valid: {['arithmetic', *readers]}")
@@ -100,8 +91,7 @@ def load_records(config, tokenizer) -> dict[str, list[dict]]:
     for rows in (train, heldout):
       for r, p in zip(rows, loaders.format_prompts(tokenizer, [r["prompt"] for r in rows])):
         r["prompt"] = p
-  return {"train": train, "heldout": heldout, "sft": [], "train_problems": train,
-          "heldout_problems": heldout if kind == "answer" else []}
+  return {}, {"train": train, "heldout": heldout}
 
 
 def make_optimizer(o, total_steps: int, **overrides):
@@ -113,19 +103,51 @@ def make_optimizer(o, total_steps: int, **overrides):
   return optim.make_optimizer(**{**kwargs, **overrides})
 
 
-def loss_fn_for(config):
-  a = config.algo
-  if config.algorithm == "grpo":
-    return functools.partial(
-        losses_lib.grpo_loss, loss_type=a.loss_type, epsilon_low=a.epsilon_low,
-        epsilon_high=a.epsilon_high, delta=a.delta or None, beta=a.beta,
-        kl_estimator=a.kl_estimator, importance_sampling_level=a.importance_sampling_level,
-        max_completion_length=config.rollout.max_new_tokens, entropy_coeff=a.entropy_coeff)
-  if config.algorithm == "dpo":
-    return functools.partial(losses_lib.dpo_loss, beta=a.beta, loss_type=a.loss_type,
-                             label_smoothing=a.label_smoothing)
-  return functools.partial(losses_lib.bradley_terry_loss, margin=None,
-                           center_rewards_coefficient=a.center_rewards_coefficient or None)
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """A config resolved into objects: the run's setup, its program, and the warm-start stage."""
+  tokenizer: object
+  setup: base.Setup
+  recipe: recipes.Recipe
+  program: base.Program
+  warmstart: base.Program | None   # the SFT program on the warm-start half, or None
+
+
+def make_job(config: ml_collections.ConfigDict, mesh) -> Job:
+  """Tokenizer, data, recipe and the algorithm's program (looked up once, by name)."""
+  algorithm = algorithms.get(config.algorithm)
+  unknown = sorted(set(config.algo) - set(algorithm.defaults))
+  if unknown:
+    raise ValueError(f"config.algo has fields {unknown} that algorithm={config.algorithm!r} "
+                     f"does not read; its fields: {sorted(algorithm.defaults)}")
+  tokenizer = load_tokenizer(config)
+  problems, records = load_data(config, tokenizer, algorithm.record_kind)
+  d, r = config.data, config.rollout
+  stream = recipes.RecordStream(problems.get("train") or records["train"],
+                                config.train.batch_size, config.seed)
+  recipe = recipes.load(config.recipe, config.recipe_args.to_dict(), stream=stream,
+                        problems=problems, fmt=d.fmt, seed=config.seed)
+  mconfig = model_config(config, tokenizer)
+  tokenizers.check_vocab(tokenizer, mconfig.vocab_size)
+  setup = base.Setup(
+      tokenizer=tokenizer, mesh=mesh, model=mconfig,
+      data=base.DataOptions(fmt=d.fmt, bucket=d.bucket, max_prompt_length=d.max_prompt_length,
+                            max_completion_length=d.max_completion_length),
+      sampling=base.SamplingOptions(num_generations=r.num_generations,
+                                    max_new_tokens=r.max_new_tokens, temperature=r.temperature,
+                                    top_p=r.top_p, top_k=r.top_k),
+      problems=problems, records=records, recipe=recipe, batch_size=config.train.batch_size,
+      eval_batch_size=config.train.eval_batch_size, seed=config.seed)
+  program = algorithm.build(config.algo, setup)
+  warmstart = None
+  w = config.warmstart
+  if w.steps and not config.model.checkpoint:
+    warm_setup = dataclasses.replace(
+        setup, problems={"train": problems.get("warmstart", [])}, records={},
+        batch_size=w.batch_size)
+    warmstart = algorithms.get("sft").build(
+        ml_collections.ConfigDict(dict(loss_type="nll", slip_rate=w.slip_rate)), warm_setup)
+  return Job(tokenizer, setup, recipe, program, warmstart)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,63 +202,79 @@ def restore(manager, model_fn, tx, mesh, rng, *, with_ref: bool,
   return abstract.replace(**tree), extra, shardings
 
 
-def warm_start(graphdef, params, records, tokenizer, mesh, rng, writer, *, steps, batch_size,
-               learning_rate, warmup_steps, bucket, max_prompt_length, max_completion_length,
-               seed):
-  """Supervised warm start (token-mean NLL of the completions); returns the new params."""
-  tx = optim.make_optimizer(learning_rate=learning_rate, total_steps=steps,
-                            warmup_steps=min(warmup_steps, steps), schedule="cosine", b2=0.99)
-  state, shardings = create_state(lambda _: nnx.merge(graphdef, params), tx, mesh, rng,
-                                  params=params, with_ref=False)
-  step_fn = jax.jit(update.sft_update, out_shardings=(shardings, None),
-                    donate_argnames=("state",))
-  for step in range(steps):
-    items = [records[i] for i in loaders.batch_indices(len(records), batch_size, seed=seed,
-                                                        step=step).tolist()]
-    batch = algorithms.sft_batch(items, tokenizer, mesh, bucket=bucket,
-                                 max_prompt_length=max_prompt_length,
-                                 max_completion_length=max_completion_length)
-    state, metrics = step_fn(state, batch, rng)
-    if (step + 1) % 50 == 0 or step + 1 == steps:
-      writer.write(step + 1, metrics_lib.fetch(metrics), prefix="warmstart")
+def minibatches(batch, num_minibatches: int):
+  """Splits a batch's rows into `num_minibatches` contiguous, equal parts (device slices)."""
+  rows = jax.tree.leaves(batch)[0].shape[0]
+  if rows % num_minibatches:
+    raise ValueError(f"{rows} rows do not split into num_minibatches={num_minibatches}")
+  size = rows // num_minibatches
+  return [jax.tree.map(lambda x, i=i: x[i * size:(i + 1) * size], batch)
+          for i in range(num_minibatches)]
+
+
+def jit_step(program: base.Program, state_sharding, batch, mesh):
+  """`program.step` jitted with explicit shardings and donated state, for `batch`'s layout."""
+  batch_sharding = jax.tree.map(lambda x: sharding.batch_sharding(mesh, x.ndim), batch)
+  if program.num_minibatches > 1:
+    batch_sharding = None  # minibatch slices keep the layout of the batch they come from
+  return jax.jit(program.step,
+                 in_shardings=(state_sharding, batch_sharding, sharding.replicated(mesh)),
+                 out_shardings=(state_sharding, sharding.replicated(mesh)),
+                 donate_argnames=("state",))
+
+
+def train_steps(program: base.Program, state, state_sharding, *, stage: str, start: int,
+                steps: int, rng, writer, after_step=lambda step, state: None):
+  """The loop of one stage: batch -> updates -> lagged metrics -> `after_step(step, state)`.
+
+  Every batch gets num_iterations x num_minibatches updates; its metrics are the last update's,
+  except `sampler/*`, measured on the first update (where the params are the sampler's). The
+  metrics of step t are fetched after step t+1 is dispatched.
+  """
+  step_fn, pending = None, None
+  for step in range(start, steps):
+    step_rng = jax.random.fold_in(rng, step)
+    batch, host_metrics = program.make_batch(state, step, step_rng)
+    step_fn = step_fn or jit_step(program, state_sharding, batch, jax.sharding.get_mesh())
+    first = None
+    for _ in range(program.num_iterations):
+      for minibatch in minibatches(batch, program.num_minibatches):
+        with jax.transfer_guard("disallow"):
+          state, step_metrics = step_fn(state, minibatch, step_rng)
+        first = first or step_metrics
+    step_metrics = {**step_metrics, **{k: v for k, v in first.items()
+                                        if k.startswith("sampler/")}}
+    if pending is not None:
+      writer.write(pending[0], {**metrics_lib.fetch(pending[1]), **pending[2]}, prefix=stage)
+    pending = (step + 1, step_metrics, host_metrics)
+    after_step(step + 1, state)
+  if pending is not None:
+    writer.write(pending[0], {**metrics_lib.fetch(pending[1]), **pending[2]}, prefix=stage)
+  return state
+
+
+def pretrained_params(config, mconfig):
+  """Pure params of the Hugging Face checkpoint `model.checkpoint`."""
+  return nnx.to_pure_dict(nnx.split(hf.from_pretrained(
+      config.model.checkpoint, dtype=mconfig.dtype, param_dtype=mconfig.param_dtype,
+      attention_impl=mconfig.attention_impl), nnx.Param)[1])
+
+
+def warm_start(job: Job, config, mesh, rng, writer):
+  """The warm-start stage: the SFT program from a fresh LM, through `train_steps`; returns the
+  language model's params."""
+  w = config.warmstart
+  tx = optim.make_optimizer(learning_rate=w.learning_rate, total_steps=w.steps,
+                            warmup_steps=min(w.warmup_steps, w.steps), schedule="cosine",
+                            b2=0.99)
+  params = nnx.to_pure_dict(nnx.split(job.warmstart.model_fn(nnx.Rngs(config.seed)),
+                                      nnx.Param)[1])
+  state, shardings = create_state(job.warmstart.model_fn, tx, mesh, rng, params=params,
+                                  with_ref=False)
+  writer.stage("warmstart")
+  state = train_steps(job.warmstart, state, shardings, stage="warmstart", start=0,
+                      steps=w.steps, rng=rng, writer=writer)
   return state.params
-
-
-def evaluate(config, state, records, tokenizer, hooks, rng, ref_logps_fn, score_fn) -> dict:
-  """Held-out metrics of the current params for the algorithm (and the recipe's extras)."""
-  d, out = config.data, {}
-  if config.algorithm == "reward_model":
-    pairs = records["heldout"]
-    scores = sharding.gather(score_fn(state.params, *_pair_tokens(config, tokenizer, pairs)))
-    chosen, rejected = scores[:len(pairs)], scores[len(pairs):]
-    return {"pair_accuracy": float(np.mean(chosen > rejected)),
-            "reward_margin": float(np.mean(chosen - rejected))}
-  if config.algorithm == "dpo":
-    pairs = records["heldout"]
-    tokens, attention_mask, loss_mask = _pair_tokens(config, tokenizer, pairs, loss_mask=True)
-    policy = sharding.gather(ref_logps_fn(state.params, tokens, attention_mask, loss_mask))
-    ref = sharding.gather(ref_logps_fn(state.ref_params, tokens, attention_mask, loss_mask))
-    n = len(pairs)
-    margin = config.algo.beta * ((policy[:n] - ref[:n]) - (policy[n:] - ref[n:]))
-    out.update(preference_accuracy=float(np.mean(margin > 0)),
-               implicit_reward_margin=float(np.mean(margin)))
-  if records.get("heldout_problems"):
-    out.update(accuracy.task_accuracy(
-        state.graphdef, state.params, tokenizer, records["heldout_problems"], rng, fmt=d.fmt,
-        max_new_tokens=config.rollout.max_new_tokens, batch_size=config.train.eval_batch_size,
-        bucket=d.bucket, max_prompt_length=d.max_prompt_length))
-  out.update(hooks.evaluate(state, tokenizer, rng))
-  return out
-
-
-def _pair_tokens(config, tokenizer, pairs, loss_mask=False):
-  d = config.data
-  tokens, attention_mask, target_mask = algorithms.pair_arrays(
-      tokenizer, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs],
-      [p["rejected"] for p in pairs], bucket=d.bucket, max_prompt_length=d.max_prompt_length,
-      max_completion_length=d.max_completion_length)
-  arrays = (tokens, attention_mask, target_mask) if loss_mask else (tokens, attention_mask)
-  return sharding.feed(arrays)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,166 +286,86 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     dist = config.distributed
     sharding.initialize_distributed(dist.coordinator_address, dist.num_processes,
                                     dist.process_id)
-  if config.algorithm not in algorithms.ALGORITHMS:
-    raise ValueError(f"algorithm={config.algorithm!r}; valid: {sorted(algorithms.ALGORITHMS)}")
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
   with jax.set_mesh(mesh):  # turns on the models' activation sharding constraints
     return _run_on_mesh(config, workdir, mesh)
 
 
 def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
-  # ===== Setup ================================================================================
+  # ===== Setup: data, recipe, the algorithm's program =========================================
+  started = time.time()
   os.makedirs(workdir, exist_ok=True)
-  is_rl, is_rm = config.algorithm == "grpo", config.algorithm == "reward_model"
-  rows = config.train.batch_size * (config.rollout.num_generations if is_rl else 2)
-  sharding.check_batch(rows // config.algo.num_minibatches, mesh, "rows per minibatch")
-  rng = jax.random.key(config.seed)
-  total_steps, d = config.train.steps, config.data
+  job = make_job(config, mesh)
+  program, rng, total_steps = job.program, jax.random.key(config.seed), config.train.steps
+  sharding.check_batch(program.rows_per_update, mesh, "rows per update")
+  tx = make_optimizer(config.optim, total_steps * program.num_iterations
+                      * program.num_minibatches)
 
-  # ===== Data =================================================================================
-  tokenizer = load_tokenizer(config)
-  records = load_records(config, tokenizer)
-  hooks = recipes.load(config.recipe, config.recipe_args.to_dict(), records=records,
-                       fmt=d.fmt, seed=config.seed)
-
-  # ===== Model and optimizer ==================================================================
-  mconfig = model_config(config, tokenizer)
-  tokenizers.check_vocab(tokenizer, mconfig.vocab_size)
-  lm_fn = lambda rngs: transformer.Transformer(mconfig, rngs=rngs)
-  model_fn = (lambda rngs: heads.ScalarModel(mconfig, rngs=rngs)) if is_rm else lm_fn
-  tx = make_optimizer(config.optim, total_steps * config.algo.num_iterations
-                      * config.algo.num_minibatches)
-  with_ref = config.algorithm == "dpo" or (is_rl and config.algo.beta > 0)
-
-  # ===== State: restore the last checkpoint, or initialise (+ warm start) ====================
+  # ===== State: restore the last checkpoint, or initialise (pretrained / warm start) =========
   manager = checkpoint.make_manager(workdir, max_to_keep=config.checkpoint.keep,
                                     save_interval_steps=config.checkpoint.every,
                                     async_save=config.checkpoint.async_save)
   fingerprint = checkpoint.config_fingerprint(config.to_dict())
-  writer = metrics_lib.MetricsWriter(workdir, total_steps=total_steps)
-  state, extra, state_sharding = restore(manager, model_fn, tx, mesh, rng, with_ref=with_ref,
+  state, extra, state_sharding = restore(manager, program.model_fn, tx, mesh, rng,
+                                         with_ref=program.with_ref,
                                          config_fingerprint=fingerprint)
+  stages = [("train", total_steps)]
+  if state is None and job.warmstart is not None:
+    stages.insert(0, ("warmstart", config.warmstart.steps))
+  writer = metrics_lib.MetricsWriter(workdir, stages=stages)
   if state is not None:
     start_step = int(extra["step"])
-    hooks.load_state(extra.get("recipe", {}))
+    job.recipe.source.load_state(extra.get("recipe", {}))
     writer.print(f"resumed {workdir} at step {start_step}")
   else:
-    params = None
+    lm_params = None
     if config.model.checkpoint:
-      params = nnx.to_pure_dict(nnx.split(hf.from_pretrained(
-          config.model.checkpoint, dtype=mconfig.dtype, param_dtype=mconfig.param_dtype,
-          attention_impl=mconfig.attention_impl), nnx.Param)[1])
-    elif config.warmstart.steps:
-      lm_graphdef, lm_params = nnx.split(lm_fn(nnx.Rngs(config.seed)), nnx.Param)
-      params = warm_start(
-          lm_graphdef, nnx.to_pure_dict(lm_params), records["sft"] + hooks.warmstart_examples(),
-          tokenizer, mesh, rng, writer, steps=config.warmstart.steps,
-          batch_size=config.warmstart.batch_size, learning_rate=config.warmstart.learning_rate,
-          warmup_steps=config.warmstart.warmup_steps, bucket=d.bucket,
-          max_prompt_length=d.max_prompt_length, max_completion_length=d.max_completion_length,
-          seed=config.seed)
-    if is_rm and params is not None:  # a reward model starts from the (warm) language model
-      head = nnx.to_pure_dict(nnx.split(model_fn(nnx.Rngs(config.seed)), nnx.Param)[1])["head"]
-      params = {"backbone": params, "head": head}
-    state, state_sharding = create_state(model_fn, tx, mesh, rng, params=params,
-                                         with_ref=with_ref)
+      lm_params = pretrained_params(config, job.setup.model)
+    elif job.warmstart is not None:
+      lm_params = warm_start(job, config, mesh, rng, writer)
+    params = None if lm_params is None else program.init_params(lm_params, config.seed)
+    state, state_sharding = create_state(program.model_fn, tx, mesh, rng, params=params,
+                                         with_ref=program.with_ref)
     start_step = 0
 
-  # ===== Jitted functions =====================================================================
-  chunk = 1024
-  score_fn = jax.jit(functools.partial(update.score_rollouts, graphdef=state.graphdef,
-                                       completion_length=config.rollout.max_new_tokens,
-                                       chunk_size=chunk))
-  ref_logps_fn = jax.jit(lambda p, t, a, m: update.sequence_logps(
-      nnx.merge(state.graphdef, p), t, a, m, chunk_size=chunk)[0])
-  rm_score_fn = jax.jit(lambda p, t, a: nnx.merge(state.graphdef, p)(t, attention_mask=a))
-  make_batch, update_fn = algorithms.ALGORITHMS[config.algorithm]
-  stream = records["train"]
-
-  def default_items_at(step, round_index):
-    indices = loaders.batch_indices(len(stream), config.train.batch_size,
-                                    seed=config.seed + 1000 * round_index, step=step)
-    return [stream[i] for i in indices.tolist()]
-
-  common = dict(tokenizer=tokenizer, mesh=mesh, bucket=d.bucket,
-                max_prompt_length=d.max_prompt_length)
-  if is_rl:
-    r = config.rollout
-    make_batch = functools.partial(
-        make_batch, items_at=hooks.items_at(default_items_at),
-        reward_fn=hooks.reward_fn(functools.partial(algorithms.verifier_rewards, fmt=d.fmt)),
-        score_fn=lambda p, ref, t, a: score_fn(p, ref, tokens=t, attention_mask=a),
-        group_size=r.num_generations, advantage=config.algo.advantage,
-        scale_rewards=config.algo.scale_rewards, max_new_tokens=r.max_new_tokens,
-        temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-        dynamic_sampling=config.algo.dynamic_sampling,
-        max_resample_rounds=config.algo.max_resample_rounds,
-        overlong_buffer=config.algo.overlong_buffer,
-        overlong_penalty=config.algo.overlong_penalty, **common)
-  elif config.algorithm == "dpo":
-    make_batch = functools.partial(make_batch, items_at=default_items_at,
-                                   ref_logps_fn=ref_logps_fn,
-                                   max_completion_length=d.max_completion_length, **common)
-  else:
-    make_batch = functools.partial(make_batch, items_at=default_items_at,
-                                   max_completion_length=d.max_completion_length, **common)
-  update_kwargs = {} if is_rm else {"chunk_size": chunk}
-  step_fn = None  # jitted on the first batch, when the batch layout is known
-
   def run_eval(step):
+    writer.eval_started()
     eval_rng = jax.random.fold_in(jax.random.key(config.seed + 1), step)
-    result = evaluate(config, state, records, tokenizer, hooks, eval_rng, ref_logps_fn,
-                      rm_score_fn)
+    result = {**program.evaluate(state, eval_rng),
+              **job.recipe.evaluate(state, job.tokenizer)}
     writer.write(step, result, prefix="eval")
     return result
 
   def save(step, force):
     checkpoint.save(manager, step, _saveable(state), force=force,
-                    extra={"step": step, "recipe": hooks.state_dict(),
+                    extra={"step": step, "recipe": job.recipe.source.state_dict(),
                            "config": config.to_json(), checkpoint.FINGERPRINT_KEY: fingerprint})
+
+  def after_step(step, current):
+    nonlocal state
+    state = current  # run_eval and save read it
+    if step % config.train.eval_every == 0 and step < total_steps:
+      run_eval(step)
+    save(step, force=step == total_steps)
 
   # ===== Loop =================================================================================
   if start_step == 0:
     save(0, force=True)  # a crash after the warm start resumes here instead of redoing it
+  writer.stage("train", initial=start_step)
   first_eval = run_eval(start_step) if start_step == 0 else {}
-  pending = None
-  for step in range(start_step, total_steps):
-    step_rng = jax.random.fold_in(rng, step)
-    batch, host_metrics, batch_records = make_batch(state, step, step_rng)
-    hooks.after_batch(batch_records, step)
-    if step_fn is None:
-      batch_sharding = jax.tree.map(lambda x: sharding.batch_sharding(mesh, x.ndim), batch)
-      if config.algo.num_minibatches > 1:
-        batch_sharding = None  # minibatch slices keep the layout of the batch they come from
-      step_fn = jax.jit(
-          functools.partial(update_fn, loss_fn=loss_fn_for(config), **update_kwargs),
-          in_shardings=(state_sharding, batch_sharding, sharding.replicated(mesh)),
-          out_shardings=(state_sharding, sharding.replicated(mesh)),
-          donate_argnames=("state",))
-    for _ in range(config.algo.num_iterations):
-      for minibatch in algorithms.minibatches(batch, config.algo.num_minibatches):
-        with jax.transfer_guard("disallow"):
-          state, step_metrics = step_fn(state, minibatch, step_rng)
-    if pending is not None:  # fetch step t-1 after dispatching step t
-      writer.write(pending[0], {**metrics_lib.fetch(pending[1]), **pending[2]})
-    pending = (step + 1, step_metrics, host_metrics)
-    if (step + 1) % config.train.eval_every == 0 and step + 1 < total_steps:
-      run_eval(step + 1)
-    save(step + 1, force=step + 1 == total_steps)
-  if pending is not None:
-    writer.write(pending[0], {**metrics_lib.fetch(pending[1]), **pending[2]})
+  state = train_steps(program, state, state_sharding, stage="train", start=start_step,
+                      steps=total_steps, rng=rng, writer=writer, after_step=after_step)
   checkpoint.wait(manager)
 
   # ===== Final evaluation and export ==========================================================
   final_eval = run_eval(total_steps)
-  if config.train.export_hf and not is_rm:
+  if config.train.export_hf and program.export_hf:
     host_params = sharding.gather(state.params)  # a collective: every process takes part
     if jax.process_index() == 0:
       hf.save_pretrained(nnx.merge(state.graphdef, host_params), os.path.join(workdir, "hf"))
-      tokenizer.save_pretrained(os.path.join(workdir, "hf"))
-  summary = {**{f"initial/{k}": v for k, v in first_eval.items()},
-             **{f"final/{k}": v for k, v in final_eval.items()}, "steps": total_steps}
-  writer.summary(summary)
+      job.tokenizer.save_pretrained(os.path.join(workdir, "hf"))
+  extra = {"steps": total_steps, "wall_seconds": round(time.time() - started, 1)}
+  writer.summary(initial=first_eval, final=final_eval, extra=extra)
   writer.close()
   manager.close()
-  return summary
+  return metrics_lib.flat_summary(first_eval, final_eval, extra)

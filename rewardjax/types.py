@@ -5,6 +5,11 @@ leaves (jax.eval_shape, jit in/out shardings), so the shapes live in the comment
 
 Dimension letters: B rows, S prompt (or full) tokens, T completion tokens. Token arrays hold
 prompt + completion, `[B, S + T]`; a completion's log-probs are read from positions S-1 .. S+T-2.
+
+`extra` holds the per-row fields only some objectives read (soft labels, tie flags, ranks,
+margins, KL rows ...), keyed by name; an objective lists the ones it needs
+(`algorithms.base.Objective.needs`), and a batch without them fails with the field's name and
+the data that produce it.
 """
 
 from typing import Any
@@ -36,26 +41,30 @@ class RolloutBatch:
   tokens: Any            # [B, S+T] prompt + completion
   attention_mask: Any    # [B, S+T] 1 = real token
   completion_mask: Any   # [B, T] 1 = completion token that counts in the loss
-  old_logprobs: Any      # [B, T] log-probs under the sampling policy
+  old_logprobs: Any      # [B, T] log-probs under the old policy (the trainer's, or the sampler's)
   ref_logprobs: Any      # [B, T] log-probs under the reference policy
-  advantages: Any        # [B]
+  advantages: Any        # [B] per sequence, or [B, T] per token (REINFORCE++)
+  sampler_logprobs: Any  # [B, T] log-probs the sampler reported (== old_logprobs without TIS)
 
 
 @flax.struct.dataclass
 class PreferenceBatch:
   """Pairs for the DPO family, stacked: rows [0, B) are chosen, rows [B, 2B) rejected.
 
-  One forward pass over [2B, L] serves both halves (TRL's "concatenated forward").
+  One forward pass over [2B, L] serves both halves (TRL's "concatenated forward"); objectives
+  that need more rows (KTO's mismatched KL rows) append them after row 2B and say so.
   """
-  tokens: Any            # [2B, L] prompt + completion, right-padded
-  attention_mask: Any    # [2B, L]
-  loss_mask: Any         # [2B, L-1] 1 where token j+1 is a completion token
-  ref_logps: Any         # [2B] summed reference log-probs of the completions
+  tokens: Any            # [R, L] prompt + completion, right-padded (R = 2B, or more)
+  attention_mask: Any    # [R, L]
+  loss_mask: Any         # [R, L-1] 1 where token j+1 is a completion token
+  ref_logps: Any         # [R] summed reference log-probs of the completions (0 if no reference)
+  extra: Any = flax.struct.field(default_factory=dict)  # objective-specific fields
 
 
 @flax.struct.dataclass
 class SequenceBatch:
-  """Token sequences with a loss mask: supervised warm start and reward-model pairs."""
-  tokens: Any            # [B, S] (reward model: B/2 chosen rows, then B/2 rejected)
-  attention_mask: Any    # [B, S]
-  loss_mask: Any         # [B, S-1] 1 where the next token is a target
+  """Token sequences with a loss mask: supervised steps and reward-model rows."""
+  tokens: Any            # [R, S] (pairwise reward model: B chosen rows, then B rejected)
+  attention_mask: Any    # [R, S]
+  loss_mask: Any         # [R, S-1] 1 where the next token is a target
+  extra: Any = flax.struct.field(default_factory=dict)  # objective-specific fields

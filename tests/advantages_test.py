@@ -2,6 +2,7 @@
 
 import functools
 import inspect
+import math
 
 import chex
 import jax
@@ -262,10 +263,30 @@ def test_zero_masks_finite_under_jit_vmap_grad(tokens):
 
 
 def test_one_compile_per_shape():
+  """New values of one shape reuse the trace and give fresh, correct results; a new shape retraces.
+
+  Hand values: [1, 0, 0, 1] has std sqrt(1/3) (GRPO 0.5 / (0.57735 + 1e-4) = 0.865875) and RLOO
+  4/3 * (R - mean); [0, 1, 2, 3] has std sqrt(5/3) = 1.290994 and centred values +-0.5, +-1.5;
+  a group of 2s gives exactly 0.
+  """
+  chex.clear_trace_counter()  # the counter is keyed by source, so reruns would count twice
+
   @jax.jit
   @chex.assert_max_traces(n=1)
   def fn(rewards):
-    return A.group_advantages(rewards, 4) + A.rloo_advantages(rewards, 4)
+    return A.group_advantages(rewards, 4), A.rloo_advantages(rewards, 4)
 
-  fn(jnp.arange(8.0))
-  fn(jnp.ones(8))
+  g1, g2 = 0.5 / (math.sqrt(1 / 3) + 1e-4), 0.5 / (math.sqrt(5 / 3) + 1e-4)
+  cases = [
+      ([1, 0, 0, 1, 2, 2, 2, 2], [g1, -g1, -g1, g1, 0, 0, 0, 0],
+       [2 / 3, -2 / 3, -2 / 3, 2 / 3, 0, 0, 0, 0]),
+      ([0, 1, 2, 3, 3, 2, 1, 0], [-3 * g2, -g2, g2, 3 * g2, 3 * g2, g2, -g2, -3 * g2],
+       [-2, -2 / 3, 2 / 3, 2, 2, 2 / 3, -2 / 3, -2]),
+  ]
+  for rewards, want_grpo, want_rloo in cases:  # the second call must not return the first's
+    grpo, rloo = fn(jnp.asarray(rewards, jnp.float32))
+    np.testing.assert_allclose(grpo, want_grpo, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(rloo, want_rloo, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(grpo, np_group(np.asarray(rewards), 4, "group", 1e-4), rtol=1e-6)
+  with pytest.raises(AssertionError, match="traced > 1 times"):  # the guard is live
+    fn(jnp.zeros(12))

@@ -48,7 +48,8 @@ def grpo_step(mesh, checkpoint_dir=None) -> dict:
   # Imported here: a worker sets its devices and collectives before anything touches jax.
   from jax.experimental import multihost_utils
 
-  from rewardjax import advantages, checkpoint, losses, optim, rollouts, sharding, train, update
+  from rewardjax import advantages, checkpoint, optim, rollouts, sharding, train, update
+  from rewardjax.algorithms import grpo
   from rewardjax.types import RolloutBatch
 
   rng = np.random.default_rng(0)
@@ -74,10 +75,10 @@ def grpo_step(mesh, checkpoint_dir=None) -> dict:
     rewards = (completions < 32).mean(axis=1).astype(np.float32)
     advantages_b = np.asarray(advantages.group_advantages(rewards, GROUP))
     completion_mask = np.ones_like(completions)
-    tokens, attention_mask, completion_mask, advantages_d = sharding.host_batch(
+    tokens, attention_mask, completion_mask, advantages_d, sampler_logprobs = sharding.host_batch(
         (sharding.local_rows(out.tokens),
          np.concatenate([sharding.local_rows(out.prompt_mask), completion_mask], axis=1),
-         completion_mask, advantages_b), mesh)
+         completion_mask, advantages_b, sharding.local_rows(out.model_logprobs)), mesh)
     score = jax.jit(functools.partial(update.score_rollouts, graphdef=state.graphdef,
                                       completion_length=NEW_TOKENS, chunk_size=4),
                     compiler_options=FAST_COMPILE)
@@ -85,10 +86,10 @@ def grpo_step(mesh, checkpoint_dir=None) -> dict:
                      attention_mask=attention_mask)
     batch = RolloutBatch(tokens=tokens, attention_mask=attention_mask,
                          completion_mask=completion_mask, old_logprobs=old, ref_logprobs=ref,
-                         advantages=advantages_d)
-    step = jax.jit(
-        functools.partial(update.policy_update, chunk_size=4, loss_fn=functools.partial(
-            losses.grpo_loss, loss_type="grpo", beta=0.04)),
+                         advantages=advantages_d, sampler_logprobs=sampler_logprobs)
+    step = jax.jit(  # the trainer's GRPO step (`algorithms.grpo.make_step`)
+        grpo.make_step(dict(grpo.DEFAULTS, loss_type="grpo", beta=0.04),
+                       max_completion_length=NEW_TOKENS, chunk_size=4),
         in_shardings=(state_sharding, jax.tree.map(lambda x: x.sharding, batch),
                       sharding.replicated(mesh)),
         out_shardings=(state_sharding, sharding.replicated(mesh)),

@@ -86,9 +86,75 @@ def test_nonfinite_grad_is_skipped_then_finite_grad_updates(grad_accum_steps):
   assert int(optim.skipped_updates(opt_state)) == 2
 
 
+def _np_adamw(params, grads, lrs, *, b1, b2, eps, weight_decay, max_grad_norm):
+  """Parameters after each AdamW step (arXiv:1711.05101, Alg. 2) on clipped grads, float64."""
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  m = {k: np.zeros_like(v) for k, v in p.items()}
+  v = {k: np.zeros_like(x) for k, x in p.items()}
+  out = []
+  for n, (g, lr) in enumerate(zip(grads, lrs), start=1):
+    g = {k: np.asarray(x, np.float64) for k, x in g.items()}
+    norm = np.sqrt(sum((x**2).sum() for x in g.values()))
+    g = {k: x * min(1.0, max_grad_norm / norm) for k, x in g.items()}
+    for k in p:
+      m[k] = b1 * m[k] + (1 - b1) * g[k]
+      v[k] = b2 * v[k] + (1 - b2) * g[k] ** 2
+      m_hat, v_hat = m[k] / (1 - b1**n), v[k] / (1 - b2**n)
+      p[k] = p[k] - lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay * p[k])
+    out.append(dict(p))
+  return out
+
+
 def test_skipped_updates_is_zero_without_skipping():
+  """Finite steps: 0 skipped and exact AdamW moves; a NaN step: 1 skipped, nothing moves.
+
+  Settings make every factor visible: linear decay (lr 0.1 (1 - n/10) at update n), clipping
+  on every step (global norms 0.93 to 3.4 > 0.5), eps = 0.01 against clipped |g| >= 0.056,
+  weight decay 0.1.
+  """
+  opts = dict(b1=0.9, b2=0.999, eps=1e-2, weight_decay=0.1, max_grad_norm=0.5)
+  tx = optim.make_optimizer(learning_rate=0.1, total_steps=10, schedule="linear", **opts)
+  update = jax.jit(tx.update)
+  params = _params()
+  opt_state = tx.init(params)
+  grads = [_grads(seed) for seed in (0, 1, 2, 3)]
+  want = _np_adamw(params, grads, [0.1 * (1 - n / 10) for n in range(4)], **opts)
+  # Step 1 by hand: m_hat = g, v_hat = g^2, so each parameter moves by
+  # -lr (g / (|g| + eps) + wd p) with g the clipped gradient (about -lr sign(g) for eps << |g|).
+  lr, wd, eps = 0.1, 0.1, 1e-2
+  # ||g|| = 0.9338617 > max_grad_norm = 0.5, so the gradient is clipped by 0.5 / 0.9338617.
+  g0 = {k: np.asarray(x, np.float64) * 0.5 / 0.9338617 for k, x in grads[0].items()}
+  step1 = {k: np.asarray(p, np.float64) - lr * (g0[k] / (np.abs(g0[k]) + eps)
+                                                + wd * np.asarray(p, np.float64))
+           for k, p in params.items()}
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-7), step1, want[0])
+
+  # atol: optax's float32 bias correction 1 - 0.999^n (~1e-3) keeps ~4.5 digits, so each step
+  # of size <= lr = 0.1 carries up to ~2e-6 of rounding.
+  close = lambda a, b: jax.tree.map(
+      lambda x, y: np.testing.assert_allclose(x, y, rtol=0, atol=1e-5), a, b)
+  for n in range(3):
+    updates, opt_state = update(grads[n], opt_state, params)
+    params = optax.apply_updates(params, updates)
+    assert int(optim.skipped_updates(opt_state)) == 0
+    close(params, want[n])
+
+  bad = dict(grads[3], w=grads[3]["w"].at[1, 0].set(jnp.nan))
+  updates, skipped_state = update(bad, opt_state, params)
+  assert int(optim.skipped_updates(skipped_state)) == 1
+  _assert_trees_equal(optax.apply_updates(params, updates), params)
+  _assert_trees_equal(skipped_state.inner_state, opt_state.inner_state)
+  # The skipped step used no schedule step or bias correction: the next finite step is update 4.
+  updates, opt_state = update(grads[3], skipped_state, params)
+  params = optax.apply_updates(params, updates)
+  assert int(optim.skipped_updates(opt_state)) == 1
+  close(params, want[3])
+
+  # Without skipping there is nothing to count: the counter stays 0 and NaN reaches the params.
   tx = optim.make_optimizer(learning_rate=0.1, total_steps=10, skip_nonfinite=False)
-  assert int(optim.skipped_updates(tx.init(_params()))) == 0
+  updates, opt_state = jax.jit(tx.update)(bad, tx.init(params), params)
+  assert int(optim.skipped_updates(opt_state)) == 0
+  assert np.isnan(np.asarray(optax.apply_updates(params, updates)["w"])).all()
 
 
 def test_accumulating_k_micro_steps_equals_one_step_on_mean_gradient():

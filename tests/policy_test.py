@@ -89,6 +89,33 @@ def np_grpo(lp, old, ref, adv, m, *, loss_type="grpo", epsilon_low=0.2, epsilon_
   return np_reduce(per_token, m, mode, c=max_completion_length), metrics
 
 
+def np_grad(lp, old, ref, adv, m, mode, *, epsilon_low=0.2, epsilon_high=0.2, dual_clip=None,
+            beta=0.0, c=None):
+  """d loss / d logprobs of the token-level clip family, by hand, in float64.
+
+  The clipped surrogate has slope -rho A except where a clip binds (the `low`/`high` tokens of
+  the clip metrics) or the dual clip caps; the k3 KL exp(d) - d - 1, d = ref - lp, has slope
+  1 - exp(d); each token is weighted by its aggregation's 1/denominator.
+  """
+  lp, old, ref, m = (np.asarray(x, np.float64) for x in (lp, old, ref, m))
+  a = np.asarray(adv, np.float64)
+  a = np.broadcast_to(a[:, None], lp.shape) if a.ndim == 1 else a
+  rho = np.exp(lp - old)
+  bound = ((rho < 1 - epsilon_low) & (a < 0)) | ((rho > 1 + epsilon_high) & (a > 0))
+  slope = np.where(bound, 0.0, -rho * a)
+  if dual_clip is not None:
+    pg = -np.minimum(rho * a, np.clip(rho, 1 - epsilon_low, 1 + epsilon_high) * a)
+    slope = np.where((a < 0) & (-dual_clip * a < pg), 0.0, slope)
+  if beta:
+    slope = slope + beta * (1.0 - np.exp(ref - lp))
+  lengths = m.sum(axis=1, keepdims=True)
+  rows = max((lengths > 0).sum(), 1)
+  weight = {"token-mean": m / max(m.sum(), 1), "seq-mean-token-mean": m / np.maximum(lengths, 1)
+            / rows, "seq-mean-token-sum": m / rows,
+            "seq-mean-token-sum-norm": m / (rows * (c or m.shape[1]))}[mode]
+  return slope * weight
+
+
 # ------------------------------------------------------------------------------------ fixtures
 
 
@@ -269,15 +296,26 @@ def test_all_zero_masks_finite_under_jit_vmap_grad(batch):
 
 
 def test_one_compile_per_shape(batch):
+  """New values of one shape reuse the trace; each call's loss and gradient match numpy."""
   b = batch
+  chex.clear_trace_counter()  # the counter is keyed by source, so reruns would count twice
 
   @jax.jit
   @chex.assert_max_traces(n=1)
-  def step(lp, old, adv):
-    return jax.value_and_grad(lambda x: policy.grpo_loss(x, old, b["ref"], adv, b["m"])[0])(lp)
+  def step(lp, old, ref, adv, m):
+    return jax.value_and_grad(lambda x: policy.grpo_loss(x, old, ref, adv, m)[0])(lp)
 
-  step(b["lp"], b["old"], b["adv"])
-  step(b["old"], b["lp"], -b["adv"])
+  # The second call swaps policy and old log-probs and flips the advantages: a stale or
+  # input-ignoring step would return the first call's numbers.
+  for lp, old, adv in ((b["lp"], b["old"], b["adv"]), (b["old"], b["lp"], -b["adv"])):
+    loss, grad = step(lp, old, b["ref"], adv, b["m"])
+    np.testing.assert_allclose(loss, np_grpo(lp, old, b["ref"], adv, b["m"])[0], rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(grad, np_grad(lp, old, b["ref"], adv, b["m"],
+                                             "seq-mean-token-mean", beta=0.04),
+                               rtol=1e-5, atol=1e-7)
+  with pytest.raises(AssertionError, match="traced > 1 times"):  # the guard is live
+    step(*(b[k][:, :4] for k in ("lp", "old", "ref")), b["adv"], b["m"][:, :4])
 
 
 def test_bad_inputs(batch):
@@ -310,15 +348,65 @@ def test_bad_inputs(batch):
 
 
 def test_ppo_loss_is_grpo_loss_without_kl(batch):
+  """ppo_loss = grpo_loss(beta=0) in value and gradient for each shared aggregation, with [B]
+  and [B, T] advantages; with beta > 0 GRPO adds exactly beta * reduce(k3 KL)."""
   b = batch
-  args = (b["lp"], b["old"], b["adv_bt"], b["m"])
-  ppo = policy.ppo_loss(*args, dual_clip=2.0)
-  grpo = policy.grpo_loss(b["lp"], b["old"], None, b["adv_bt"], b["m"], loss_type="dapo",
-                          beta=0.0, dual_clip=2.0)
-  np.testing.assert_allclose(ppo[0], grpo[0], rtol=1e-6)
-  np.testing.assert_allclose(ppo[0], np_grpo(b["lp"], b["old"], b["ref"], b["adv_bt"], b["m"],
-                                             loss_type="dapo", beta=0.0, dual_clip=2.0)[0],
-                             rtol=1e-5)
+  opts = dict(epsilon_low=0.2, epsilon_high=0.28, dual_clip=2.0, max_completion_length=16)
+  paired = {"bnpo": "token-mean", "grpo": "seq-mean-token-mean",
+            "dr_grpo": "seq-mean-token-sum-norm"}  # GRPO loss_type -> PPO loss_agg_mode
+  # Each aggregation once; [B, T] advantages (PPO's GAE) and [B] ones (GRPO's).
+  combos = [("bnpo", "adv_bt"), ("grpo", "adv"), ("dr_grpo", "adv_bt")]
+
+  def losses(loss_type, adv):  # (ppo, grpo with beta = 0, grpo with beta = 0.1)
+    return (lambda x: policy.ppo_loss(x, b["old"], b[adv], b["m"],
+                                      loss_agg_mode=paired[loss_type], **opts),
+            lambda x: policy.grpo_loss(x, b["old"], None, b[adv], b["m"], loss_type=loss_type,
+                                       beta=0.0, **opts),
+            lambda x: policy.grpo_loss(x, b["old"], b["ref"], b[adv], b["m"],
+                                       loss_type=loss_type, beta=0.1, **opts))
+
+  @jax.jit
+  def run(lp):
+    grads = {c: [jax.value_and_grad(lambda x, f=f: f(x)[0])(lp) for f in losses(*c)]
+             for c in combos}
+    # Metrics of one combination only: the unused ones are dropped, halving the compile.
+    return grads, [f(lp)[1] for f in losses(*combos[0])]
+
+  results, (ppo_metrics, grpo_metrics, kl_metrics) = run(b["lp"])
+  assert set(ppo_metrics) == set(grpo_metrics)
+  for key in ppo_metrics:
+    np.testing.assert_allclose(ppo_metrics[key], grpo_metrics[key], rtol=1e-6, err_msg=key)
+
+  lp, ref, m = (np.asarray(b[k], np.float64) for k in ("lp", "ref", "m"))
+  d = np.where(m > 0, ref - lp, 0.0)
+  kl = np.exp(d) - d - 1.0  # k3 per token
+  for (loss_type, adv), ((ppo, ppo_grad), (grpo, grpo_grad), (kl_loss, kl_grad)) in (
+      results.items()):
+    mode, where = paired[loss_type], f"{loss_type}, {adv}"
+    args = (b["lp"], b["old"], b["ref"], b[adv], b["m"])
+    # beta = 0: the same objective ...
+    np.testing.assert_allclose(ppo, grpo, rtol=1e-6, err_msg=where)
+    np.testing.assert_allclose(ppo_grad, grpo_grad, rtol=1e-6, atol=1e-9, err_msg=where)
+    # ... and it is the clipped surrogate of the numpy references.
+    np.testing.assert_allclose(ppo, np_grpo(*args, loss_type=loss_type, beta=0.0, dual_clip=2.0,
+                                            epsilon_high=0.28, max_completion_length=16)[0],
+                               rtol=1e-5, atol=1e-6, err_msg=where)
+    want_grad = np_grad(*args, mode, epsilon_high=0.28, dual_clip=2.0, c=16)
+    np.testing.assert_allclose(ppo_grad, want_grad, rtol=1e-5, atol=1e-8, err_msg=where)
+    assert np.abs(want_grad).max() > 1e-2, where  # not trivially equal zero gradients
+    # beta = 0.1: they differ by exactly the KL term, in value and in gradient.
+    kl_term = 0.1 * np_reduce(kl, m, mode, c=16)
+    assert kl_term > 1e-3, where
+    # rtol 1e-4: the difference of two float32 losses up to 100x larger than the KL term.
+    np.testing.assert_allclose(kl_loss - ppo, kl_term, rtol=1e-4, atol=1e-7, err_msg=where)
+    np.testing.assert_allclose(
+        kl_grad - ppo_grad,
+        np_grad(*args, mode, epsilon_high=0.28, dual_clip=2.0, c=16, beta=0.1) - want_grad,
+        rtol=1e-4, atol=1e-8, err_msg=where)
+  # Token-mean: the kl metric is the same token mean, and pg_loss is the PPO loss.
+  (ppo, _), _, (kl_loss, _) = results[combos[0]]
+  np.testing.assert_allclose(kl_loss - ppo, 0.1 * kl_metrics["kl"], rtol=1e-5)
+  np.testing.assert_allclose(kl_metrics["pg_loss"], ppo, rtol=1e-6)
 
 
 @pytest.mark.parametrize("clip", [None, 0.2])

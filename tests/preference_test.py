@@ -120,9 +120,44 @@ def test_dpo_metrics_match_trl_definitions(batch):
 
 
 def test_alpha_divergence_at_one_is_reverse_kl(batch):
-  a = call_dpo(batch, "sigmoid", f_divergence_type="alpha_divergence", f_alpha_divergence_coef=1.0)
-  b = call_dpo(batch, "sigmoid")
-  np.testing.assert_allclose(float(a[0]), float(b[0]), rtol=1e-6)
+  """alpha = 1 is reverse KL exactly; alpha -> 1 converges to it where the scores enter as Delta.
+
+  TRL and policy.md §15.1 use the score f'(u) = (u^(a-1) - 1)/(a-1) -> log u = h, with the
+  constant -1/(a-1) dropped and a fallback to h at a = 1. The constant cancels in
+  Delta = s_w - s_l, and |(e^(ch) - 1)/c - h| <= |c| h^2 e^|ch| / 2 (c = a - 1, Taylor), so a loss
+  L(beta Delta) with |L'| <= K moves from reverse KL by at most
+  K beta mean_b |c|/2 (h_w^2 e^|c h_w| + h_l^2 e^|c h_l|). Types that see a single score (ipo,
+  nca_pair, bco_pair, sppo_hard, sigmoid_norm) keep the 1/(a-1) and have no such limit.
+  """
+  kw = dict(beta=0.3, label_smoothing=0.1)
+  for loss_type in ALL_TYPES:  # the fallback: same values, bit for bit
+    at_one, m1 = call_dpo(batch, loss_type, f_divergence_type="alpha_divergence",
+                          f_alpha_divergence_coef=1.0, **kw)
+    reverse, m2 = call_dpo(batch, loss_type, **kw)
+    assert float(at_one) == float(reverse), loss_type
+    assert {k: float(v) for k, v in m1.items()} == {k: float(v) for k, v in m2.items()}
+
+  np_bt = {k: np.asarray(v, np.float64) for k, v in batch.items()}
+  keep = np_bt["mask"] > 0
+  h_w, h_l = ((np_bt[p] - np_bt[r])[keep] for p, r in (("cw", "rw"), ("cl", "rl")))
+  lipschitz = {"sigmoid": 1.0, "hinge": 1.0, "robust": 1 / (1 - 2 * 0.1), "exo_pair": None,
+               "discopop": None, "apo_down": None}  # |dL/dz|, z = beta Delta, where bounded
+  for loss_type, k in lipschitz.items():
+    reverse = float(call_dpo(batch, loss_type, **kw)[0])
+    for a in (0.9, 0.99, 0.999, 1.001, 1.01, 1.1):
+      loss = float(call_dpo(batch, loss_type, f_divergence_type="alpha_divergence",
+                            f_alpha_divergence_coef=a, **kw)[0])
+      want = np_dpo(np_bt["cw"], np_bt["cl"], np_bt["rw"], np_bt["rl"], loss_type=loss_type,
+                    beta=0.3, eps=0.1, f="alpha_divergence", a=a, mask=np_bt["mask"])
+      # float32 scores are ~1/(a-1), so Delta carries a few ulps of 1/|a-1| of rounding.
+      atol = 0.3 * 4 * np.finfo(np.float32).eps / abs(a - 1.0)
+      np.testing.assert_allclose(loss, want, rtol=1e-5, atol=atol, err_msg=f"{loss_type}, a={a}")
+      assert loss != reverse, (loss_type, a)  # no fallback away from a = 1
+      if k is not None:
+        c = abs(a - 1.0)
+        bound = k * 0.3 * np.mean(c / 2 * (h_w**2 * np.exp(c * np.abs(h_w))
+                                           + h_l**2 * np.exp(c * np.abs(h_l))))
+        assert abs(loss - reverse) <= bound, (loss_type, a, loss - reverse, bound)
 
 
 def test_wpo_weights_multiply_each_pair(batch):
@@ -240,15 +275,24 @@ def test_sigmoid_is_log2_at_zero_log_ratios():
 
 
 def test_one_compile_per_shape():
+  """New values of one shape reuse the trace and give fresh values equal to the numpy reference."""
+  chex.clear_trace_counter()  # the counter is keyed by source, so reruns would count twice
+
   @jax.jit
   @chex.assert_max_traces(n=1)
   def step(w, l, rw, rl):
-    return pref.dpo_loss(w, l, rw, rl, loss_type=("sigmoid", "aot"))
+    return pref.dpo_loss(w, l, rw, rl, beta=0.5, loss_type=("sigmoid", "aot"))
 
   rng = np.random.default_rng(1)
-  for _ in range(3):
-    x = [jnp.asarray(rng.normal(size=4), jnp.float32) for _ in range(4)]
-    step(*x)
+  for _ in range(2):  # distinct draws: a stale or input-ignoring step returns the first loss
+    x = rng.normal(size=(4, 4)) * 2.0
+    loss, metrics = step(*jnp.asarray(x, jnp.float32))
+    want = sum(np_dpo(*x, loss_type=t, beta=0.5) for t in ("sigmoid", "aot"))
+    np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["rewards/margins"]),
+                               0.5 * ((x[0] - x[2]) - (x[1] - x[3])).mean(), rtol=1e-5, atol=1e-6)
+  with pytest.raises(AssertionError, match="traced > 1 times"):  # the guard is live
+    step(*jnp.zeros((4, 5)))
   chex.clear_trace_counter()
 
 

@@ -1,14 +1,13 @@
 """Sharded update steps: an 8-device mesh gives one device's params, compiles once, and fsdp
 divides the per-device state; bad mesh shapes and batch sizes raise with a valid choice."""
 
-import functools
-
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
-from rewardjax import losses, optim, sharding, train, update
+from rewardjax import optim, sharding, train
+from rewardjax.algorithms import grpo, preference, reward_model
 from rewardjax.models import heads, transformer
 from rewardjax.types import PreferenceBatch, RolloutBatch, SequenceBatch
 
@@ -58,7 +57,8 @@ def grpo_batch():
       tokens=tokens, attention_mask=np.concatenate([prompt_mask, completion_mask], axis=1),
       completion_mask=completion_mask, old_logprobs=old * completion_mask,
       ref_logprobs=(old - 0.05) * completion_mask,
-      advantages=rng.normal(size=ROWS).astype(np.float32))
+      advantages=rng.normal(size=ROWS).astype(np.float32),
+      sampler_logprobs=old * completion_mask)  # the sampler's = the old policy's (no TIS)
 
 
 def pair_rows():
@@ -82,15 +82,16 @@ def rm_batch():
                        loss_mask=attention_mask[:, 1:].copy())
 
 
+# The trainer's own step builders (`algorithms.<name>.make_step`), from each algorithm's
+# config-block defaults.
 CASES = {
-    "grpo": (lm_fn, True, grpo_batch, functools.partial(
-        update.policy_update, chunk_size=4,
-        loss_fn=functools.partial(losses.grpo_loss, loss_type="grpo", beta=0.04))),
-    "dpo": (lm_fn, True, dpo_batch, functools.partial(
-        update.preference_update, chunk_size=4,
-        loss_fn=functools.partial(losses.dpo_loss, beta=0.1))),
-    "reward_model": (rm_fn, False, rm_batch, functools.partial(
-        update.reward_model_update, loss_fn=losses.bradley_terry_loss)),
+    "grpo": (lm_fn, True, grpo_batch, grpo.make_step(
+        dict(grpo.DEFAULTS, loss_type="grpo", beta=0.04), max_completion_length=COMPLETION,
+        chunk_size=4)),
+    "dpo": (lm_fn, True, dpo_batch, preference.make_step(
+        dict(preference.DEFAULTS, loss_type="sigmoid", beta=0.1), chunk_size=4)),
+    "reward_model": (rm_fn, False, rm_batch, reward_model.make_step(
+        dict(reward_model.DEFAULTS, loss_type="bt"))),
 }
 
 

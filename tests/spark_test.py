@@ -148,9 +148,12 @@ def test_verifier_on_judge_labels(text, label, fmt, want):
   assert verifiers.math_verify(text, label, fmt) == want
 
 
-def _fake_default(step, round_index):
-  return [{"prompt": f"{p}+{step}=", "answer": str(p + step), "question": f"{p}+{step}"}
-          for p in range(4)]
+class _FakeStream:
+  """A prompt source of 4 task items per step."""
+
+  def prompts(self, step, round_index=0):
+    return [{"prompt": f"{p}+{step}=", "answer": str(p + step), "question": f"{p}+{step}"}
+            for p in range(4)]
 
 
 def _fake_records(items, step):
@@ -160,16 +163,16 @@ def _fake_records(items, step):
 
 
 def _drive(recycler, steps):
-  at, out = recycler.items_at(_fake_default), []
+  out = []
   for step in steps:
-    items = at(step, 0)
+    items = recycler.prompts(step, 0)
     out.append((recycler.period[1], [it["prompt"] for it in items]))
-    recycler.after_batch(_fake_records(items, step), step)
+    recycler.observe(_fake_records(items, step), step)
   return out
 
 
 def _recycler(**kwargs):
-  return spark.Recycler(formatter=SHORT, group_size=G, seed=1, recycle=True,
+  return spark.Recycler(_FakeStream(), formatter=SHORT, group_size=G, seed=1, recycle=True,
                         pointwise_prob=0.3, judge_weight=1.0, **kwargs)
 
 
@@ -184,8 +187,8 @@ def test_reward_period_alternates_and_is_not_recycled():
 
 
 def test_grpo_only_never_recycles():
-  recycler = spark.Recycler(formatter=SHORT, group_size=G, seed=1, recycle=False,
-                            pointwise_prob=0.3, judge_weight=1.0)
+  recycler = spark.Recycler(_FakeStream(), formatter=SHORT, group_size=G, seed=1,
+                            recycle=False, pointwise_prob=0.3, judge_weight=1.0)
   assert [k for k, _ in _drive(recycler, range(4))] == ["infer"] * 4
 
 
@@ -275,7 +278,7 @@ def test_smoke_run_through_train(tmp_path):
   from rewardjax import train
 
   config = spark_config.get_config("smoke")
-  config.recipe_args.judge_weight = 0.5  # exercises the per-item weight in rl_batch
+  config.recipe_args.judge_weight = 0.5  # exercises the per-item weight in the RL batch
   summary = train.run(config, str(tmp_path))
   assert summary["steps"] == 2
   assert summary["final/spark_infer_steps"] + summary["final/spark_reward_steps"] == 2
@@ -294,3 +297,46 @@ def test_smoke_run_through_train(tmp_path):
     evaluated = json.load(f)
   assert {k for k in summary if k.startswith("final/")} - {"final/steps"} <= {
       f"final/{k}" for k in evaluated}
+
+
+def test_judge_weight_halves_exactly_the_judge_rows_advantages():
+  """The same reward-period batch with judge_weight 1 and 0.5: judge rows' advantages halve,
+  reflection rows' are unchanged (the weight is a per-row policy-loss weight). Rewards are
+  scripted (alternating 0/1 within every group) so every group has a nonzero advantage."""
+  import dataclasses  # noqa: PLC0415
+
+  import jax  # noqa: PLC0415
+
+  from rewardjax import algorithms, train  # noqa: PLC0415
+  from rewardjax.rewards import composition  # noqa: PLC0415
+
+  config = spark_config.get_config("smoke")
+  config.train.batch_size = 4
+  scripted = composition.Composition((composition.Term(
+      "scripted", lambda s: (np.arange(len(s.texts)) % 2).astype(np.float32)),))
+  out = {}
+  for weight in (1.0, 0.5):
+    config.recipe_args.judge_weight = weight
+    mesh = train.sharding.make_mesh(-1, 1, 1)
+    with jax.set_mesh(mesh):
+      job = train.make_job(config, mesh)
+      setup = dataclasses.replace(job.setup, recipe=dataclasses.replace(job.recipe,
+                                                                        rewards=scripted))
+      program = algorithms.get("grpo").build(config.algo, setup)
+      state, _ = train.create_state(program.model_fn, train.make_optimizer(config.optim, 2),
+                                    mesh, jax.random.key(0), with_ref=program.with_ref)
+      recycler = job.recipe.source
+      items = recycler.stream.prompts(0)
+      # Scripted infer-step rollouts (half right, half wrong) fill the cache; step 1 pops it.
+      recycler.period = [0, "infer"]
+      recycler.observe([{"item": dict(it, kind="task"), "text": it["answer"] if j % 2 else "0",
+                         "reward": 0.0} for it in items for j in range(2)], 0)
+      recycler.cache = (recycler.cache * 4)[:4]
+      kinds = [it["kind"] for it in recycler.cache]
+      batch, _ = program.make_batch(state, 1, jax.random.key(3))
+      out[weight] = np.asarray(batch.advantages).reshape(4, -1)
+  is_judge = np.array([k in spark.JUDGE_KINDS for k in kinds])
+  assert is_judge.any() and (~is_judge).any(), kinds
+  assert np.abs(out[1.0][is_judge]).min() > 0.1
+  np.testing.assert_allclose(out[0.5][is_judge], 0.5 * out[1.0][is_judge], rtol=1e-6)
+  np.testing.assert_allclose(out[0.5][~is_judge], out[1.0][~is_judge], rtol=1e-6)

@@ -71,38 +71,38 @@ def test_workdir_of_another_config_is_refused_not_overwritten(grpo_run):
 
 def test_dpo_and_reward_model_smoke_runs(tmp_path):
   dpo = train.run(_smoke(dpo_config), str(tmp_path / "dpo"))
-  assert 0.0 <= dpo["final/preference_accuracy"] <= 1.0
+  # At step 0 the policy is its reference: every implicit reward margin is exactly 0, so no
+  # pair counts as won, and the first update's loss is -log sig(0) = log 2.
+  assert dpo["initial/implicit_reward_margin"] == 0.0
+  assert dpo["initial/preference_accuracy"] == 0.0
+  assert dpo["final/implicit_reward_margin"] != 0.0
+  lines = [json.loads(line) for line in open(tmp_path / "dpo" / "metrics.jsonl")]
+  first = [line for line in lines if line["step"] == 1 and "train/loss" in line][0]
+  np.testing.assert_allclose(first["train/loss"], np.log(2.0), rtol=1e-5)
   rm = train.run(_smoke(reward_model_config), str(tmp_path / "rm"))
   assert 0.0 <= rm["final/pair_accuracy"] <= 1.0
+  assert rm["final/reward_margin"] != rm["initial/reward_margin"]  # the head was trained
 
 
 def test_nonfinite_rewards_drop_their_group_and_are_counted(grpo_run):
-  config, _, _ = grpo_run
+  import dataclasses  # noqa: PLC0415
+
   from rewardjax import sharding  # noqa: PLC0415
-  from rewardjax.data import tokenizers  # noqa: PLC0415
-  tokenizer = tokenizers.char_tokenizer()
+  from rewardjax.rewards import composition  # noqa: PLC0415
+  config = grpo_run[0].copy_and_resolve_references()
+  config.train.batch_size = 2
+  config.rollout.num_generations = 2
+  nan_for_first_prompt = composition.Composition((composition.Term(
+      "scripted", lambda s: np.array([np.nan if i < 2 else 1.0 for i in range(len(s.texts))])),))
   mesh = sharding.make_mesh(-1, 1, 1, devices=jax.devices()[:1])
-  state, _ = train.create_state(
-      lambda rngs: train.transformer.Transformer(train.model_config(config, tokenizer),
-                                                 rngs=rngs),
-      train.make_optimizer(config.optim, 2), mesh, jax.random.key(0), with_ref=False)
-  items = [{"prompt": "1+2=", "answer": "3"}, {"prompt": "2+2=", "answer": "4"}]
-
-  def nan_for_first_prompt(row_items, texts):
-    return np.array([np.nan if it["answer"] == "3" else 1.0 for it in row_items])
-
-  import functools  # noqa: PLC0415
-
-  from rewardjax import update  # noqa: PLC0415
-  score = jax.jit(functools.partial(update.score_rollouts, graphdef=state.graphdef,
-                                    completion_length=4))
-  batch, metrics, _ = algorithms.rl_batch(
-      state, 0, jax.random.key(1), items_at=lambda step, r: items, tokenizer=tokenizer,
-      reward_fn=nan_for_first_prompt, score_fn=lambda p, r, t, a: score(p, r, tokens=t,
-                                                                        attention_mask=a),
-      mesh=mesh, group_size=2, advantage="grpo", scale_rewards="group", max_new_tokens=4,
-      temperature=1.0, top_p=1.0, top_k=0, bucket=16, max_prompt_length=32,
-      dynamic_sampling=False, max_resample_rounds=0, overlong_buffer=0, overlong_penalty=1.0)
+  with jax.set_mesh(mesh):
+    job = train.make_job(config, mesh)
+    setup = dataclasses.replace(job.setup, recipe=dataclasses.replace(
+        job.recipe, rewards=nan_for_first_prompt))
+    program = algorithms.get("grpo").build(config.algo, setup)
+    state, _ = train.create_state(program.model_fn, train.make_optimizer(config.optim, 2), mesh,
+                                  jax.random.key(0), with_ref=program.with_ref)
+    batch, metrics = program.make_batch(state, 0, jax.random.key(1))
   assert metrics["nonfinite_reward_groups"] == 1.0
   mask = np.asarray(batch.completion_mask)
   assert mask[:2].sum() == 0 and mask[2:].sum() > 0

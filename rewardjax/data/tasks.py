@@ -316,3 +316,165 @@ def ranked_responses(items: Sequence[dict], k: int = 4, *, fmt: str = "short",
         responses=[f["target"].format(question=it["question"], answer=v) for v in values],
         scores=[1.0 / (1.0 + abs(v - value)) for v in values], answer=it["answer"]))
   return lists
+
+
+# ---------------------------------------------------------------- reward-model record kinds
+# Built-in records for the reward-model objectives beyond plain pairs
+# (`rewardjax/algorithms/reward_model_objectives.py`). Each reuses the wrong answers of
+# `preference_pairs` (rng default_rng([seed, i]) for item i), so a kind's pairs are the plain
+# pairs plus its own field.
+
+# Llama 2's "small" preference-rating margins (papers/reward.md §1.3), keyed here by how far the
+# rejected answer is from the true value: (largest distance of the rating, margin).
+RATING_MARGINS = ((0, 0.0),          # negligibly better / unsure
+                  (2, 1.0 / 3.0),    # slightly better: off by one or two
+                  (10, 2.0 / 3.0),   # better: up to one carry slip
+                  (None, 1.0))       # significantly better: further off (sign flips, ±100)
+
+
+def rating_margin(distance: int) -> float:
+  """The Llama 2 margin of a pair whose rejected answer is `distance` from the true value.
+
+  >>> [round(rating_margin(d), 4) for d in (0, 1, 2, 3, 10, 11, 28)]
+  [0.0, 0.3333, 0.3333, 0.6667, 0.6667, 1.0, 1.0]
+  """
+  for largest, margin in RATING_MARGINS:
+    if largest is None or abs(distance) <= largest:
+      return margin
+  raise AssertionError("unreachable: the last rating has no bound")
+
+
+def _wrong_values(items: Sequence[dict], seed: int, k: int) -> list[list[int]]:
+  """The wrong answers `preference_pairs(items, seed=seed, pairs_per_question=k)` uses."""
+  return [wrong_answers(int(it["answer"]), k, np.random.default_rng([seed, i]))
+          for i, it in enumerate(items)]
+
+
+def rated_preference_pairs(items: Sequence[dict], *, fmt: str = "short", seed: int = 0,
+                           pairs_per_question: int = 1) -> list[dict]:
+  """`preference_pairs` plus a per-pair "margin": the Llama 2 rating of how wrong the rejected
+  answer is (`rating_margin(|rejected - answer|)`, in {1/3, 2/3, 1}: wrong answers are never
+  "negligibly" worse).
+
+  >>> [round(p["margin"], 4) for p in rated_preference_pairs(problems(1, difficulty=0),
+  ...                                                        pairs_per_question=3)]
+  [0.3333, 0.6667, 1.0]
+  """
+  pairs = preference_pairs(items, fmt=fmt, seed=seed, pairs_per_question=pairs_per_question)
+  wrong = [w for values in _wrong_values(items, seed, pairs_per_question) for w in values]
+  return [dict(p, margin=rating_margin(w - int(p["answer"]))) for p, w in zip(pairs, wrong)]
+
+
+def noisy_preference_pairs(items: Sequence[dict], *, fmt: str = "short", seed: int = 0,
+                           pairs_per_question: int = 1, label_noise: float = 0.2,
+                           num_scorers: int = 10, scorer_error: float = 0.25) -> list[dict]:
+  """Preference pairs with label noise, and each pair's margins under an ensemble of scorers.
+
+  The data MOSS-RLHF II's denoising works on (papers/reward.md §2.2-2.6), built from the task:
+
+  * label noise: each pair of `preference_pairs` has chosen and rejected swapped with
+    probability `label_noise` ("mislabelled": True), like the ~25% of HH-RLHF pairs the paper
+    finds with negative preference strength;
+  * the ensemble stands in for the paper's M reward models trained on the same data: scorer m
+    believes question i's answer is v_mi, the true value or, with probability `scorer_error`,
+    one of its three nearest plausible slips (`wrong_answers`), and scores a response y by
+    r_m(y) = -log10(1 + |y - v_mi|) (how many orders of magnitude it is off). "scorer_margins"
+    holds d_m = r_m(chosen) - r_m(rejected) for the `num_scorers` scorers; their mean is the
+    preference strength (`losses.ensemble_preference_strength`), negative on most mislabelled
+    pairs and small on near misses.
+
+  Args:
+    items: records from `problems`.
+    fmt: a key of FORMATS.
+    seed: picks the wrong answers (as `preference_pairs`), the swaps and the scorers' beliefs.
+    pairs_per_question: pairs per item, >= 1.
+    label_noise: probability that a pair's labels are swapped.
+    num_scorers: M, scorers in the ensemble.
+    scorer_error: probability that a scorer misjudges a question.
+
+  Returns:
+    dicts `{"prompt", "chosen", "rejected", "answer", "mislabelled", "scorer_margins"}`.
+
+  >>> p = noisy_preference_pairs(problems(1, difficulty=0), label_noise=0.0, scorer_error=0.0,
+  ...                            num_scorers=2)[0]
+  >>> p["chosen"], p["rejected"], [round(d, 4) for d in p["scorer_margins"]]  # log10(1 + 10)
+  ('14', '4', [1.0414, 1.0414])
+  """
+  pairs = preference_pairs(items, fmt=fmt, seed=seed, pairs_per_question=pairs_per_question)
+  wrong = _wrong_values(items, seed, pairs_per_question)
+  out = []
+  for i, it in enumerate(items):
+    value = int(it["answer"])
+    rng = np.random.default_rng([seed, i, 1])
+    slips = wrong_answers(value, 3, np.random.default_rng([seed, i, 2]))
+    beliefs_M = np.where(rng.random(num_scorers) < scorer_error,
+                         np.array(slips)[rng.integers(len(slips), size=num_scorers)], value)
+    for j, w in enumerate(wrong[i]):
+      pair = pairs[i * pairs_per_question + j]
+      swap = bool(rng.random() < label_noise)
+      chosen_value, rejected_value = (w, value) if swap else (value, w)
+      # r_m(c) - r_m(r), with r_m(y) = -log10(1 + |y - v_m|)
+      margins = np.log10(1.0 + np.abs(rejected_value - beliefs_M)) - np.log10(
+          1.0 + np.abs(chosen_value - beliefs_M))
+      out.append(dict(pair, chosen=pair["rejected"] if swap else pair["chosen"],
+                      rejected=pair["chosen"] if swap else pair["rejected"], mislabelled=swap,
+                      scorer_margins=[float(d) for d in margins]))
+  return out
+
+
+def win_tie_pairs(items: Sequence[dict], *, fmt: str = "short", seed: int = 0,
+                  tie_fraction: float = 0.5) -> list[dict]:
+  """SoliReward pairs: Pass (correct) beats Fail (wrong), and any two Pass responses tie.
+
+  Item i gives one pair (papers/reward.md §3.2). With probability `tie_fraction` it is a
+  win-tie pair (is_tie 1): its correct target against the correct target of another item j != i,
+  a cross-prompt pair ("rejected_prompt" is item j's prompt), since every correct answer of the
+  task is equally good. Otherwise it is a win-lose pair (is_tie 0): its correct target against
+  the wrong answer of `preference_pairs` (same prompt). Fail-Fail pairs are never made:
+  independent failures are not equivalent. A single item gives no ties.
+
+  Returns:
+    dicts `{"prompt", "chosen", "rejected_prompt", "rejected", "is_tie", "answer"}`.
+
+  >>> [(p["prompt"], p["chosen"], p["rejected_prompt"], p["rejected"], p["is_tie"])
+  ...  for p in win_tie_pairs(problems(2, difficulty=0), tie_fraction=1.0)]
+  [('8+6=', '14', '8+4=', '12', 1), ('8+4=', '12', '8+6=', '14', 1)]
+  """
+  f = _format(fmt)
+  pairs = preference_pairs(items, fmt=fmt, seed=seed)
+  out = []
+  for i, pair in enumerate(pairs):
+    rng = np.random.default_rng([seed, i, 3])
+    if len(items) > 1 and rng.random() < tie_fraction:
+      other = items[(i + 1 + int(rng.integers(len(items) - 1))) % len(items)]
+      out.append(dict(pair, rejected_prompt=f["prompt"].format(question=other["question"]),
+                      rejected=f["target"].format(question=other["question"],
+                                                  answer=other["answer"]), is_tie=1))
+    else:
+      out.append(dict(pair, rejected_prompt=pair["prompt"], is_tie=0))
+  return out
+
+
+def polar_triplets(items: Sequence[dict], *, fmt: str = "short", seed: int = 0) -> list[dict]:
+  """POLAR triplets: two candidates scored against one reference trajectory.
+
+  From `ranked_responses(k=3)` (correct ≻ nearer wrong ≻ farther wrong; papers/reward.md §4):
+  even items take the pre-training form (§4.4), reference and positive from the same policy (the
+  correct solver, so both are the correct target) and the negative from another (the nearer wrong
+  answer); odd items take the fine-tuning form (§4.5), reference = the top-ranked response,
+  positive = the second, negative = the third.
+
+  Returns:
+    dicts `{"prompt", "reference", "positive", "negative", "answer"}`.
+
+  >>> [(t["reference"], t["positive"], t["negative"]) for t in polar_triplets(
+  ...     problems(2, difficulty=0))]
+  [('14', '14', '12'), ('12', '11', '2')]
+  """
+  out = []
+  for i, ranked in enumerate(ranked_responses(items, k=3, fmt=fmt, seed=seed)):
+    best, second, third = ranked["responses"]
+    positive, negative = (best, second) if i % 2 == 0 else (second, third)
+    out.append(dict(prompt=ranked["prompt"], reference=best, positive=positive,
+                    negative=negative, answer=ranked["answer"]))
+  return out

@@ -1,43 +1,73 @@
-"""Paper recipes: the general hooks through which a paper variant plugs into the loop.
+"""Paper recipes as data sources: where training prompts come from and how they are rewarded.
 
-A recipe module `rewardjax/recipes/<name>.py` defines `make_hooks(args, *, records, fmt, seed)`
-returning a `Hooks`. Every hook has a no-op default, so a recipe overrides only what it
-changes; the training loop itself is never forked.
+A recipe module `rewardjax/recipes/<name>.py` defines `make_recipe(args, *, stream, problems,
+fmt, seed) -> Recipe`. A `Recipe` is data and small functions, not callbacks into the loop:
 
-  warmstart_examples() -> list : extra {"prompt", "completion"} examples for the warm start
-  items_at(default)     -> items_at(step, round) : which prompts a step trains on
-  reward_fn(default)    -> reward_fn(items, completions) : how completions are scored
-  after_batch(records, step) : sees every scored rollout (e.g. to recycle it into new prompts)
-  evaluate(state, tokenizer, rng) -> dict : extra held-out metrics
-  state_dict() / load_state(d) : the recipe's host state, saved in every checkpoint (JSON)
+  source   a `PromptSource`: `prompts(step, round)` gives a step's prompt records;
+           `observe(rollouts, step)` receives that step's finished, scored rollouts (e.g. to
+           recycle them into new prompts); `state_dict()` / `load_state()` checkpoint it.
+  rewards  a `rewards.composition.Composition` (weighted, individually logged terms).
+  warmstart_examples  extra {"prompt", "completion"} examples for the supervised warm start.
+  evaluate `evaluate(state, tokenizer) -> dict`: extra held-out metrics.
+
+Without a recipe (`recipe=""`) the source is the algorithm's record stream and the reward the
+verifier.
 """
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+from rewardjax.data import loaders
+from rewardjax.rewards import composition
 
 RECIPES = ("spark",)
 
 
-def _identity(fn):
-  return fn
+@dataclasses.dataclass(frozen=True)
+class RecordStream:
+  """The default prompt source: `batch_size` records per step, reshuffled every epoch.
+
+  Round r > 0 (extra prompts for DAPO dynamic sampling) draws from an independent order.
+  """
+  records: Sequence[dict]
+  batch_size: int
+  seed: int
+
+  def prompts(self, step: int, round_index: int = 0) -> list[dict]:
+    indices = loaders.batch_indices(len(self.records), self.batch_size,
+                                    seed=self.seed + 1000 * round_index, step=step)
+    return [self.records[i] for i in indices.tolist()]
+
+  def observe(self, rollouts: Sequence[dict], step: int) -> None:
+    del rollouts, step
+
+  def state_dict(self) -> dict:
+    return {}
+
+  def load_state(self, state: dict) -> None:
+    del state
+
+
+def _no_eval(state, tokenizer) -> dict:
+  del state, tokenizer
+  return {}
 
 
 @dataclasses.dataclass(frozen=True)
-class Hooks:
-  warmstart_examples: Callable = lambda: []
-  items_at: Callable = _identity
-  reward_fn: Callable = _identity
-  after_batch: Callable = lambda records, step: None
-  evaluate: Callable = lambda state, tokenizer, rng: {}
-  state_dict: Callable = lambda: {}
-  load_state: Callable = lambda state: None
+class Recipe:
+  source: object                                   # a PromptSource (RecordStream's methods)
+  rewards: composition.Composition
+  warmstart_examples: tuple = ()
+  evaluate: Callable = _no_eval
 
 
-def load(name: str, args: dict, **kwargs) -> Hooks:
-  """The hooks of recipe `name` ("" = plain algorithm, no hooks)."""
+def load(name: str, args: dict, *, stream: RecordStream, problems: dict, fmt: str,
+         seed: int) -> Recipe:
+  """The recipe `name` ("" = the plain algorithm: the stream and the verifier)."""
   if not name:
-    return Hooks()
+    return Recipe(source=stream, rewards=composition.Composition((composition.verifier(fmt),)))
   if name not in RECIPES:
     raise ValueError(f"recipe={name!r} is not one of {RECIPES} (or '' for none)")
-  return importlib.import_module(f"rewardjax.recipes.{name}").make_hooks(args, **kwargs)
+  return importlib.import_module(f"rewardjax.recipes.{name}").make_recipe(
+      args, stream=stream, problems=problems, fmt=fmt, seed=seed)

@@ -13,9 +13,10 @@ They wait in a FIFO cache; a step whose cache holds a full batch of P items is a
 period that trains on P popped items with the *same* GRPO objective and verifier (§2.3), and
 whose rollouts are not recycled again. There is no separate judge loss: the mix is set by the
 counts and probabilities below. `judge_weight` != 1 (an ablation, not in the paper) puts a
-"weight" on judge items, which `algorithms.rl_batch` multiplies into their advantages; for the
-GRPO objective this is exactly a per-row loss weight on the policy term (the clipped surrogate
--min(rho A, clip(rho) A) is positively homogeneous in A; the KL term keeps weight 1).
+"weight" on judge items, which the RL batch (`algorithms.grpo`) multiplies into their
+advantages; for the GRPO objective this is exactly a per-row loss weight on the policy term
+(the clipped surrogate -min(rho A, clip(rho) A) is positively homogeneous in A; the KL term
+keeps weight 1).
 
 Formats. "boxed" (HF models): paper-style instructions, prompts wrapped with the tokenizer's
 chat template; a judge reasons, then boxes its verdict, and the last box is read (`\\box{}` and
@@ -38,8 +39,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from rewardjax.data import tasks
-from rewardjax.recipes import Hooks
-from rewardjax.rewards import verifiers
+from rewardjax.recipes import Recipe
+from rewardjax.rewards import composition, verifiers
 
 JUDGE_KINDS = ("pointwise", "pairwise")
 REFLECTION_KINDS = ("cot_reflection", "answer_reflection")
@@ -222,7 +223,7 @@ class Formatter:
 def _item(prompt: str, answer: str, question: str, kind: str, weight: float) -> dict:
   item = {"prompt": prompt, "answer": answer, "question": question, "kind": kind}
   if weight != 1.0 and kind in JUDGE_KINDS:
-    item["weight"] = weight  # honoured by algorithms.rl_batch as an advantage scale
+    item["weight"] = weight  # honoured by the RL batch as an advantage scale
   return item
 
 
@@ -384,32 +385,35 @@ def format_warmstart(problems: Sequence[dict], n: int, *, formatter: Formatter, 
 
 
 class Recycler:
-  """The recipe's host state: the FIFO cache and which period the current step is."""
+  """SPARK's prompt source: task prompts from `stream`, or P items popped from the FIFO cache.
 
-  def __init__(self, *, formatter: Formatter, group_size: int, seed: int, recycle: bool,
-               pointwise_prob: float, judge_weight: float):
-    self.formatter, self.group_size, self.seed = formatter, group_size, seed
+  A step is a "reward" period when the cache holds a full batch (P popped items, FIFO), else an
+  "infer" period (the stream's task prompts), whose scored rollouts `observe` recycles into the
+  cache; reward periods are not recycled again (policy §2.3). The cache, the current period and
+  the counts are the recipe's checkpointed state.
+  """
+
+  def __init__(self, stream, *, formatter: Formatter, group_size: int, seed: int,
+               recycle: bool, pointwise_prob: float, judge_weight: float):
+    self.stream, self.formatter, self.group_size, self.seed = stream, formatter, group_size, seed
     self.enabled, self.pointwise_prob, self.judge_weight = recycle, pointwise_prob, judge_weight
     self.load_state({})
 
-  def items_at(self, default: Callable) -> Callable:
-    """Reward period (cache >= P: pop P items FIFO) or infer period (the task prompts)."""
-    def at(step: int, round_index: int) -> list[dict]:
-      task = [dict(it, kind="task") for it in default(step, round_index)]
-      if round_index == 0:
-        self.period = [step, "reward" if len(self.cache) >= len(task) else "infer"]
-        self.counts[self.period[1] + "_steps"] += 1
-      if self.period == [step, "reward"] and len(self.cache) >= len(task):
-        popped, self.cache = self.cache[:len(task)], self.cache[len(task):]
-        return popped
-      return task
-    return at
+  def prompts(self, step: int, round_index: int = 0) -> list[dict]:
+    task = [dict(it, kind="task") for it in self.stream.prompts(step, round_index)]
+    if round_index == 0:
+      self.period = [step, "reward" if len(self.cache) >= len(task) else "infer"]
+      self.counts[self.period[1] + "_steps"] += 1
+    if self.period == [step, "reward"] and len(self.cache) >= len(task):
+      popped, self.cache = self.cache[:len(task)], self.cache[len(task):]
+      return popped
+    return task
 
-  def after_batch(self, records: Sequence[dict], step: int) -> None:
+  def observe(self, rollouts: Sequence[dict], step: int) -> None:
     """Recycles an infer step's rollouts into the cache; reward periods are not recycled."""
     if not self.enabled or self.period != [step, "infer"]:
       return
-    new = recycle(records, group_size=self.group_size, formatter=self.formatter,
+    new = recycle(rollouts, group_size=self.group_size, formatter=self.formatter,
                   rng=np.random.default_rng([self.seed, step]),
                   pointwise_prob=self.pointwise_prob, judge_weight=self.judge_weight)
     for it in new:
@@ -443,47 +447,48 @@ def _chat_formatter(fmt: str, tokenizer_path: str) -> Formatter:
   return Formatter(fmt, wrap=lambda text: prefix + text + suffix, unwrap=unwrap)
 
 
-def make_hooks(args: dict, *, records: dict, fmt: str, seed: int) -> Hooks:
-  """SPARK's hooks for `train.run`: the `Recycler`, and `self_reflection.self_judging_eval`.
+def rewards(formatter: Formatter) -> composition.Composition:
+  """The verifier, except that a judge item earns 1 when its verdict (after its working) is the
+  item's label (policy §2.5: one verifiable reward for task, judge and reflection prompts)."""
+  def verifier(scored: composition.Scored) -> np.ndarray:
+    out = verifiers.verify_batch(scored.texts, [it["answer"] for it in scored.items],
+                                 formatter.fmt).astype(np.float32)
+    for i, (it, text) in enumerate(zip(scored.items, scored.texts)):
+      if it.get("kind") in JUDGE_KINDS:
+        out[i] = formatter.judge_reward(text, it["answer"])
+    return out
+  return composition.Composition((composition.Term("verifier", verifier),))
+
+
+def make_recipe(args: dict, *, stream, problems: dict, fmt: str, seed: int) -> Recipe:
+  """SPARK as a `Recipe`: the `Recycler` source, the judge-aware verifier, the warm-start
+  formats and `self_reflection.self_judging_eval`.
 
   Args:
     args: `config.recipe_args` as a dict: recycle (False = the matched GRPO-only baseline),
       pointwise_prob, judge_weight, group_size, format_warmstart (examples added to the warm
-      start; 0 = off), chat_template, tokenizer and checkpoint (HF presets), and the sizes read
-      by `self_judging_eval` (eval_problems, eval_samples, max_round, max_new_tokens,
-      batch_size, bucket, max_prompt_length).
-    records: the trainer's records; the `warmstart_examples` hook builds the `format_warmstart`
-      examples from records["train_problems"] (only when the warm start runs).
+      start; 0 = off), format_warmstart_labels, chat_template, tokenizer and checkpoint (HF
+      presets), and the sizes read by `self_judging_eval` (eval_problems, eval_samples,
+      max_round, max_new_tokens, batch_size, bucket, max_prompt_length).
+    stream: the task's prompt source (`recipes.RecordStream`).
+    problems: {"train", "heldout"} task records; the warm-start examples are drawn from
+      "train", the self-judging evaluation from "heldout".
     fmt: the task's answer format, "short" or "boxed".
     seed: the run seed.
   """
-  formatter = (_chat_formatter(fmt, args.get("tokenizer") or args["checkpoint"])
-               if args.get("chat_template") else Formatter(fmt))
+  formatter = (_chat_formatter(fmt, args["tokenizer"] or args["checkpoint"])
+               if args["chat_template"] else Formatter(fmt))
+  warm = ()
+  if args["format_warmstart"]:
+    warm = tuple(format_warmstart(problems["train"], args["format_warmstart"],
+                                  formatter=formatter, seed=seed,
+                                  labels=args["format_warmstart_labels"]))
+  recycler = Recycler(stream, formatter=formatter, group_size=args["group_size"], seed=seed,
+                      recycle=args["recycle"], pointwise_prob=args["pointwise_prob"],
+                      judge_weight=args["judge_weight"])
+  heldout = list(problems.get("heldout", []))[:args["eval_problems"]]
 
-  def warmstart_examples() -> list[dict]:
-    if not args.get("format_warmstart"):
-      return []
-    return format_warmstart(records["train_problems"], args["format_warmstart"],
-                            formatter=formatter, seed=seed,
-                            labels=args.get("format_warmstart_labels", "random"))
-
-  recycler = Recycler(formatter=formatter, group_size=args["group_size"], seed=seed,
-                      recycle=args.get("recycle", True),
-                      pointwise_prob=args.get("pointwise_prob", 0.3),
-                      judge_weight=args.get("judge_weight", 1.0))
-  heldout = list(records.get("heldout_problems", []))[:args.get("eval_problems", 0)]
-
-  def reward_fn(default: Callable) -> Callable:
-    def rewards(items: Sequence[dict], completions: Sequence[str]) -> np.ndarray:
-      out = np.array(default(items, completions), np.float32)
-      for i, (it, text) in enumerate(zip(items, completions)):
-        if it.get("kind") in JUDGE_KINDS:  # the verdict after the judge's working
-          out[i] = formatter.judge_reward(text, it["answer"])
-      return out
-    return rewards
-
-  def evaluate(state, tokenizer, rng):
-    del rng  # a fixed key: every evaluation draws its held-out rollouts the same way
+  def evaluate(state, tokenizer):
     if not heldout:
       return {}
     from rewardjax.evaluation import self_reflection  # noqa: PLC0415 (pulls in jax)
@@ -496,6 +501,5 @@ def make_hooks(args: dict, *, records: dict, fmt: str, seed: int) -> Hooks:
         bucket=args["bucket"], max_prompt_length=args["max_prompt_length"])
     return {**out, **{f"spark_{k}": float(v) for k, v in recycler.counts.items()}}
 
-  return Hooks(warmstart_examples=warmstart_examples, items_at=recycler.items_at,
-               reward_fn=reward_fn, after_batch=recycler.after_batch, evaluate=evaluate,
-               state_dict=recycler.state_dict, load_state=recycler.load_state)
+  return Recipe(source=recycler, rewards=rewards(formatter), warmstart_examples=warm,
+                evaluate=evaluate)

@@ -1,0 +1,333 @@
+"""Policy gradient, GRPO family: sample G completions per prompt, reward, advantages, update.
+
+The batch is built by named stages, each a short function:
+
+  prompts (the recipe's source) -> `sample` -> `decode` -> `score` (the recipe's reward
+  composition, overlong shaping) -> `reference_logprobs` -> `advantages` (on device)
+
+`dynamic_sampling` (DAPO) wraps the first three: it keeps drawing prompts until P groups have
+rewards that differ. The reference is scored before the advantages because REINFORCE++ puts
+the KL in the reward. The objective is `losses.grpo_loss` with TRL's `loss_type`; variants
+(GRPO, Dr. GRPO, DAPO, GSPO, CISPO, RLOO, REINFORCE++, StableReinforce) are config diffs
+(`configs/grpo.py`).
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rewardjax import advantages as advantages_lib
+from rewardjax import losses, rollouts, sharding, update
+from rewardjax.algorithms import base
+from rewardjax.data import tokenizers
+from rewardjax.evaluation import accuracy
+from rewardjax.models import transformer
+from rewardjax.rewards import composition, shaping
+from rewardjax.types import RolloutBatch
+
+# The `algo` block of a GRPO-family config. Names follow TRL's GRPOConfig where it has the field.
+DEFAULTS = dict(
+    loss_type="grpo",            # GRPO_LOSS_TYPES: the aggregation (and CISPO's surrogate)
+    beta=0.04,                   # KL-in-loss coefficient (0: no KL term)
+    kl_estimator="low_var_kl",   # losses.KL_ESTIMATORS name (k3 = "low_var_kl")
+    epsilon_low=0.2, epsilon_high=0.2,
+    delta=0.0,                   # TRL two-sided clip (INTELLECT-2); 0 = off
+    importance_sampling_level="token",   # "sequence" = GSPO
+    entropy_coeff=0.0,
+    advantage="grpo",            # ADVANTAGES: grpo | dr_grpo | rloo | reinforce_pp
+    scale_rewards="group",       # grpo advantages: "group" | "batch" | "none" (TRL)
+    reward_kl_coef=0.0,          # reinforce_pp: k1 KL in the token reward (OpenRLHF init_kl_coef)
+    log_ratio_clip=0.0,          # StableReinforce pre-clip c (|log rho| <= c); 0 = off
+    advantage_filter=0.0,        # StableReinforce: zero |A| > value; 0 = off
+    tis_cap=0.0,                 # truncated importance sampling cap (verl); 0 = off
+    num_iterations=1, num_minibatches=1,
+    dynamic_sampling=False, max_resample_rounds=4,   # DAPO
+    overlong_buffer=0, overlong_penalty=1.0)         # DAPO soft overlong punishment
+
+ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
+
+
+def _sampler_ratio(logps_BxT, sampler_logps_BxT, mask_BxT) -> dict:
+  """Trainer / sampler probability ratio on the completion tokens (mean, max |ratio - 1|).
+
+  On a step's first update the params are the sampler's, so any deviation from 1 is numerical
+  or engine mismatch (bf16 sampling, another engine): what TIS corrects.
+  """
+  m = mask_BxT.astype(jnp.float32)
+  ratio = jnp.exp(jax.lax.stop_gradient(logps_BxT) - sampler_logps_BxT)
+  return {"sampler/ratio_mean": (ratio * m).sum() / jnp.maximum(m.sum(), 1.0),
+          "sampler/ratio_max_deviation": jnp.max(jnp.abs(ratio - 1.0) * m)}
+
+
+def policy_objective(model, batch: RolloutBatch, *, loss_type: str, beta: float,
+                     kl_estimator: str, epsilon_low: float, epsilon_high: float, delta: float,
+                     importance_sampling_level: str, entropy_coeff: float,
+                     log_ratio_clip: float, advantage_filter: float, tis_cap: float,
+                     max_completion_length: int, chunk_size: int = 1024):
+  """`losses.grpo_loss` of the model's completion log-probs; 0-valued options are off.
+
+  With `tis_cap` > 0 (truncated importance sampling, verl), each token's surrogate is weighted
+  by min(pi_old / pi_sampler, cap), constant; the surrogate is linear in A, so the weight
+  multiplies the advantages. Adds the sampler ratio metrics (`sampler/*`).
+  """
+  completion_length = batch.completion_mask.shape[1]
+  prompt_length = batch.tokens.shape[1] - completion_length
+  logps_BxT, entropy_BxT = update.token_logprobs(
+      model, batch.tokens, batch.attention_mask, prompt_length, completion_length,
+      chunk_size=chunk_size)
+  advantages = batch.advantages
+  extra = _sampler_ratio(logps_BxT, batch.sampler_logprobs, batch.completion_mask)
+  if tis_cap:
+    weight_BxT = jnp.minimum(jnp.exp(batch.old_logprobs - batch.sampler_logprobs), tis_cap)
+    advantages = (advantages[:, None] if advantages.ndim == 1 else advantages) * weight_BxT
+    extra["sampler/tis_weight_mean"] = jnp.mean(weight_BxT)
+  loss, metrics = losses.grpo_loss(
+      logps_BxT, batch.old_logprobs, batch.ref_logprobs, advantages, batch.completion_mask,
+      loss_type=loss_type, epsilon_low=epsilon_low, epsilon_high=epsilon_high,
+      delta=delta or None, beta=beta, kl_estimator=kl_estimator,
+      importance_sampling_level=importance_sampling_level,
+      max_completion_length=max_completion_length, entropy=entropy_BxT,
+      entropy_coeff=entropy_coeff, log_ratio_clip=log_ratio_clip or None,
+      advantage_filter=advantage_filter or None)
+  return loss, {**metrics, **extra}
+
+
+_HPARAMS = ("loss_type", "beta", "kl_estimator", "epsilon_low", "epsilon_high", "delta",
+            "importance_sampling_level", "entropy_coeff", "log_ratio_clip",
+            "advantage_filter", "tis_cap")
+OBJECTIVES = {name: base.Objective(policy_objective, hparams=_HPARAMS)
+              for name in losses.GRPO_LOSS_TYPES}
+
+
+def make_step(options, *, max_completion_length: int, chunk_size: int = 1024) -> Callable:
+  """The pure GRPO-family update `(state, RolloutBatch, rng) -> (state, metrics)`.
+
+  The one place the policy step is wired (trainer, benchmarks and tests call it).
+  """
+  obj = base.objective(OBJECTIVES, options["loss_type"], "grpo")
+  loss = functools.partial(base.bind(obj, options), max_completion_length=max_completion_length,
+                           chunk_size=chunk_size)
+  return functools.partial(update.update, loss=loss)
+
+
+# ---- batch stages --------------------------------------------------------------------------
+def sample(state, items: Sequence[dict], rng: jax.Array, *, setup: base.Setup) -> dict:
+  """G completions per prompt item from the current params; host arrays of every row.
+
+  Returns {"tokens" [B, S+T], "prompt_mask" [B, S], "completion_mask" [B, T],
+  "completion_tokens" [B, T], "lengths" [B], "model_logprobs" [B, T]}, B = len(items) * G.
+  """
+  s, d = setup.sampling, setup.data
+  prompt_tokens, prompt_mask = tokenizers.encode_prompts(
+      setup.tokenizer, [it["prompt"] for it in items], bucket=d.bucket,
+      max_length=d.max_prompt_length)
+  out = rollouts.generate(
+      (state.graphdef, state.params), *sharding.feed((prompt_tokens, prompt_mask), setup.mesh),
+      rng, max_new_tokens=s.max_new_tokens, eos_token_id=setup.tokenizer.eos_token_id,
+      temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, num_samples=s.num_generations,
+      pad_token_id=tokenizers.pad_token_id(setup.tokenizer))
+  # Every process gets every row (decoding and rewards are host work, the same everywhere).
+  return sharding.gather({"tokens": out.tokens, "prompt_mask": out.prompt_mask,
+                          "completion_mask": out.completion_mask,
+                          "completion_tokens": out.completion_tokens, "lengths": out.lengths,
+                          "model_logprobs": out.model_logprobs})
+
+
+def decode(tokenizer, arrays: dict) -> list[str]:
+  """The completions' texts, [B]."""
+  return tokenizers.decode_completions(tokenizer, arrays["completion_tokens"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Shaping:
+  """Reward shaping applied after the recipe's composition (DAPO's soft overlong penalty)."""
+  max_length: int
+  overlong_buffer: int = 0
+  overlong_penalty: float = 1.0
+
+
+def score(rewards: composition.Composition, scored: composition.Scored,
+          shape: Shaping) -> tuple[np.ndarray, dict]:
+  """Rewards [B] (composition + overlong shaping) and per-term metrics."""
+  values, metrics = rewards.score(scored)
+  values = values + shaping.overlong_penalty(
+      scored.arrays["lengths"], max_length=shape.max_length, buffer=shape.overlong_buffer,
+      penalty=shape.overlong_penalty)
+  return values.astype(np.float32), metrics
+
+
+def sample_groups(state, step: int, rng: jax.Array, round_index: int, *, setup: base.Setup,
+                  shape: Shaping) -> tuple[list[dict], dict]:
+  """One round of prompts -> sample -> decode -> score, split into groups of G rows."""
+  items = setup.recipe.source.prompts(step, round_index)
+  arrays = sample(state, items, jax.random.fold_in(rng, round_index), setup=setup)
+  texts = decode(setup.tokenizer, arrays)
+  group_size = setup.sampling.num_generations
+  row_items = [it for it in items for _ in range(group_size)]
+  rewards, metrics = score(setup.recipe.rewards,
+                           composition.Scored(row_items, texts, arrays, state), shape)
+  finite = shaping.finite_groups(rewards, group_size)
+  metrics.update({
+      "reward": float(np.nanmean(np.where(finite, rewards, np.nan))) if finite.any()
+      else float("nan"),
+      "nonfinite_reward_groups": float((~finite).sum() / group_size),
+      "completion_length": float(arrays["lengths"].mean()),
+      "clipped_ratio": float((arrays["completion_mask"][:, -1] > 0).mean())})
+  groups = []
+  for p in range(len(items)):
+    rows = slice(p * group_size, (p + 1) * group_size)
+    groups.append(dict({k: v[rows] for k, v in arrays.items()},
+                       rewards=np.where(finite[rows], rewards[rows], 0.0),
+                       finite=finite[rows], items=row_items[rows], texts=texts[rows]))
+  return groups, metrics
+
+
+def dynamic_sampling(draw: Callable[[int], tuple[list[dict], dict]], num_prompts: int,
+                     max_rounds: int) -> tuple[list[dict], dict]:
+  """DAPO dynamic sampling around `draw(round) -> (groups, metrics)`: keep groups whose rewards
+  differ until `num_prompts` are kept or `max_rounds` extra rounds are spent, then fill with
+  the others. Metrics are round 0's, plus "kept_groups".
+  """
+  kept, spare, metrics = [], [], {}
+  for round_index in range(max_rounds + 1):
+    groups, round_metrics = draw(round_index)
+    metrics = metrics or round_metrics
+    for g in groups:
+      informative = g["finite"].all() and (np.ptp(g["rewards"]) > 0 or len(g["rewards"]) == 1)
+      (kept if informative else spare).append(g)
+    if len(kept) >= num_prompts:
+      break
+  return (kept + spare)[:num_prompts], {**metrics, "kept_groups": float(min(len(kept),
+                                                                             num_prompts))}
+
+
+def assemble(groups: Sequence[dict], pad_id: int, max_new_tokens: int) -> dict:
+  """Host arrays of the batch: groups concatenated, prompts left-padded to the longest."""
+  prompt_length = max(g["prompt_mask"].shape[1] for g in groups)
+
+  def left_pad(x, width, value=0):
+    return np.pad(x, ((0, 0), (prompt_length - width, 0)), constant_values=value)
+
+  tokens = np.concatenate([left_pad(g["tokens"], g["tokens"].shape[1] - max_new_tokens, pad_id)
+                           for g in groups])
+  prompt_mask = np.concatenate([left_pad(g["prompt_mask"], g["prompt_mask"].shape[1])
+                                for g in groups])
+  completion_mask = np.concatenate([g["completion_mask"] * g["finite"][:, None]
+                                    for g in groups]).astype(np.int32)
+  return dict(
+      tokens=tokens, completion_mask=completion_mask,
+      attention_mask=np.concatenate([prompt_mask, completion_mask], axis=1).astype(np.int32),
+      sampler_logprobs=np.concatenate([g["model_logprobs"] for g in groups]).astype(np.float32),
+      rewards=np.concatenate([g["rewards"] for g in groups]).astype(np.float32),
+      # An item's optional "weight" w >= 0 (a recipe's per-prompt loss weight) scales its rows'
+      # advantages: the clipped surrogate is positively homogeneous in A, so this weights the
+      # policy term exactly (the KL term keeps weight 1). Non-finite groups get weight 0.
+      row_weights=np.array([float(it.get("weight", 1.0)) * f for g in groups
+                            for it, f in zip(g["items"], g["finite"])], np.float32))
+
+
+def reference_logprobs(score_fn: Callable, state, tokens, attention_mask, *,
+                       trainer_old: bool) -> tuple[jax.Array | None, jax.Array | None]:
+  """(trainer old log-probs or None, reference log-probs or None), [B, T] on the mesh.
+
+  The sampler's log-probs serve as the old policy's unless `trainer_old` (TIS needs the
+  trainer's own); without a reference there is no KL and nothing is scored.
+  """
+  if not trainer_old and state.ref_params is None:
+    return None, None
+  return score_fn(state.params if trainer_old else None, state.ref_params,
+                  graphdef=state.graphdef, tokens=tokens, attention_mask=attention_mask)
+
+
+def advantages(rewards_B, row_weights_B, old_logprobs_BxT, ref_logprobs_BxT,
+               completion_mask_BxT, *, estimator: str, group_size: int, scale_rewards: str,
+               reward_kl_coef: float):
+  """Advantages on device: [B] from group estimators, [B, T] for REINFORCE++; times weights.
+
+  Jitted by the caller; rows of non-finite groups have weight 0.
+  """
+  if estimator == "reinforce_pp":
+    a_BxT = advantages_lib.reinforce_pp_advantages(
+        rewards_B, old_logprobs_BxT, ref_logprobs_BxT, completion_mask_BxT,
+        kl_coef=reward_kl_coef)
+    return a_BxT * row_weights_B[:, None]
+  kwargs = {"scale_rewards": scale_rewards} if estimator == "grpo" else {}
+  return advantages_lib.get_advantage_fn(estimator)(rewards_B, group_size, **kwargs) * row_weights_B
+
+
+def rollout_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, options,
+                  score_fn: Callable, advantage_fn: Callable):
+  """The RL batch of step `step`: the stages above, then device placement.
+
+  Returns (RolloutBatch on the mesh, host metrics); the recipe's source observes every scored
+  rollout ({"item", "text", "reward"} per row).
+  """
+  shape = Shaping(setup.sampling.max_new_tokens, options.overlong_buffer,
+                  options.overlong_penalty)
+  draw = functools.partial(sample_groups, state, step, rng, setup=setup, shape=shape)
+  if options.dynamic_sampling:
+    groups, metrics = dynamic_sampling(draw, setup.batch_size, options.max_resample_rounds)
+  else:
+    groups, metrics = draw(0)
+  host = assemble(groups, tokenizers.pad_token_id(setup.tokenizer),
+                  setup.sampling.max_new_tokens)
+  setup.recipe.source.observe([dict(item=it, text=t, reward=float(r)) for g in groups
+                               for it, t, r in zip(g["items"], g["texts"], g["rewards"])], step)
+  on_mesh = sharding.shard_batch({k: host[k] for k in (
+      "tokens", "attention_mask", "completion_mask", "sampler_logprobs", "rewards",
+      "row_weights")}, setup.mesh)
+  trainer_old, ref = reference_logprobs(score_fn, state, on_mesh["tokens"],
+                                        on_mesh["attention_mask"],
+                                        trainer_old=bool(options.tis_cap))
+  old = on_mesh["sampler_logprobs"] if trainer_old is None else trainer_old
+  ref = old if ref is None else ref
+  batch = RolloutBatch(
+      tokens=on_mesh["tokens"], attention_mask=on_mesh["attention_mask"],
+      completion_mask=on_mesh["completion_mask"], old_logprobs=old, ref_logprobs=ref,
+      advantages=advantage_fn(on_mesh["rewards"], on_mesh["row_weights"], old, ref,
+                              on_mesh["completion_mask"]),
+      sampler_logprobs=on_mesh["sampler_logprobs"])
+  return batch, metrics
+
+
+def build(options, setup: base.Setup) -> base.Program:
+  """The GRPO-family program (see `base.Program`)."""
+  if options.advantage not in ADVANTAGES:
+    raise ValueError(f"grpo: advantage={options.advantage!r}; valid: {ADVANTAGES}")
+  step = make_step(options, max_completion_length=setup.sampling.max_new_tokens,
+                   chunk_size=setup.chunk_size)
+  score_fn = jax.jit(functools.partial(
+      update.score_rollouts, completion_length=setup.sampling.max_new_tokens,
+      chunk_size=setup.chunk_size), static_argnames=("graphdef",))
+  advantage_fn = jax.jit(functools.partial(
+      advantages, estimator=options.advantage, group_size=setup.sampling.num_generations,
+      scale_rewards=options.scale_rewards, reward_kl_coef=options.reward_kl_coef))
+  heldout = list(setup.problems.get("heldout") or setup.records.get("heldout") or [])
+
+  def evaluate(state, rng):
+    if not heldout:
+      return {}
+    d = setup.data
+    return accuracy.task_accuracy(
+        state.graphdef, state.params, setup.tokenizer, heldout, rng, fmt=d.fmt,
+        max_new_tokens=setup.sampling.max_new_tokens, batch_size=setup.eval_batch_size,
+        bucket=d.bucket, max_prompt_length=d.max_prompt_length)
+
+  return base.Program(
+      model_fn=lambda rngs: transformer.Transformer(setup.model, rngs=rngs),
+      init_params=base.language_model_params,
+      make_batch=functools.partial(rollout_batch, setup=setup, options=options,
+                                   score_fn=score_fn, advantage_fn=advantage_fn),
+      step=step, evaluate=evaluate,
+      with_ref=options.beta > 0 or options.advantage == "reinforce_pp",
+      rows_per_update=setup.batch_size * setup.sampling.num_generations
+      // options.num_minibatches,
+      num_minibatches=options.num_minibatches, num_iterations=options.num_iterations)
+
+
+ALGORITHM = base.Algorithm(name="grpo", defaults=DEFAULTS, objectives=OBJECTIVES,
+                           record_kind="answer", build=build)

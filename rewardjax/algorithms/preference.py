@@ -1,0 +1,156 @@
+"""Preference optimisation, DPO family: (prompt, chosen, rejected) pairs -> one update.
+
+Stages: pair records (the built-in task's pairs, or a file's) -> `pair_arrays` (the stacked
+(prompt|chosen; prompt|rejected) layout of `types.PreferenceBatch`) -> the objective's `prepare`
+stage if it has one (extra rows or fields computed with the reference, e.g. KTO's KL rows) ->
+reference log-probs -> the update. The objective is chosen by `loss_type` from `OBJECTIVES`
+(`algorithms/preference_objectives.py`): every TRL `DPOTrainer` loss type and the seed papers'
+preference objectives.
+"""
+
+import functools
+from collections.abc import Iterable, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from rewardjax import sharding, update
+from rewardjax.algorithms import base
+from rewardjax.algorithms.preference_objectives import DEFAULTS, OBJECTIVES
+from rewardjax.data import tasks, tokenizers
+from rewardjax.evaluation import accuracy
+from rewardjax.models import transformer
+from rewardjax.types import PreferenceBatch
+
+
+def pair_arrays(tokenizer, prompts: Sequence[str], first: Sequence[str], second: Sequence[str],
+                *, data: base.DataOptions):
+  """(tokens [2B, S+T], attention_mask [2B, S+T], loss_mask [2B, S+T-1]) of the rows
+  (prompt_b | first_b) for b < B, then (prompt_b | second_b); each row's prompt is right-aligned
+  to S, its completion left-aligned after it and right-padded, loss_mask[j] = 1 where token
+  j+1 is a completion token.
+  """
+  prompt_tokens, prompt_mask = tokenizers.encode_prompts(
+      tokenizer, list(prompts) * 2, bucket=data.bucket, max_length=data.max_prompt_length)
+  completion_tokens, completion_mask = tokenizers.encode_completions(
+      tokenizer, list(first) + list(second), bucket=data.bucket,
+      max_length=data.max_completion_length)
+  tokens = np.concatenate([prompt_tokens, completion_tokens], axis=1)
+  attention_mask = np.concatenate([prompt_mask, completion_mask], axis=1)
+  target_mask = np.concatenate([np.zeros_like(prompt_mask), completion_mask], axis=1)
+  return tokens, attention_mask, target_mask[:, 1:].astype(np.int32)
+
+
+def record_fields(items: Sequence[dict], names: Iterable[str]) -> dict:
+  """Per-pair numeric fields of the records, as float32 [B] arrays (only those present)."""
+  return {n: np.array([float(it[n]) for it in items], np.float32) for n in names
+          if items and all(n in it for it in items)}
+
+
+def preference_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, stream,
+                     obj: base.Objective, options, ref_fn):
+  """The `PreferenceBatch` of step `step` (on the mesh) and host metrics ({})."""
+  items = stream.prompts(step)
+  tokens, attention_mask, loss_mask = pair_arrays(
+      setup.tokenizer, [it["prompt"] for it in items], [it["chosen"] for it in items],
+      [it["rejected"] for it in items], data=setup.data)
+  extra = record_fields(items, obj.needs)
+  arrays = {"tokens": tokens, "attention_mask": attention_mask, "loss_mask": loss_mask}
+  if obj.prepare is not None:  # objective-specific host stage (extra rows or fields)
+    arrays, extra = obj.prepare(arrays, extra, items, setup=setup, options=options,
+                                rng=jax.random.fold_in(rng, step))
+  arrays, extra = sharding.shard_batch((arrays, extra), setup.mesh)
+  base.check_fields(obj, extra, options.loss_type)
+  ref_logps = ref_fn(state, arrays["tokens"], arrays["attention_mask"], arrays["loss_mask"])
+  return PreferenceBatch(ref_logps=ref_logps, extra=extra, **arrays), {}
+
+
+def make_step(options, *, chunk_size: int = 1024):
+  """The pure DPO-family update `(state, PreferenceBatch, rng) -> (state, metrics)`.
+
+  The one place the preference step is wired (trainer, benchmarks and tests call it).
+  """
+  obj = base.objective(OBJECTIVES, options["loss_type"], "dpo")
+  return functools.partial(update.update, loss=functools.partial(base.bind(obj, options),
+                                                                 chunk_size=chunk_size))
+
+
+def reference_scorer(chunk_size: int):
+  """`ref_fn(state, tokens, attention_mask, loss_mask) -> [R]` summed reference log-probs
+  (zeros without a reference: reference-free objectives never read them)."""
+  @functools.partial(jax.jit, static_argnames=("graphdef",))
+  def summed(params, tokens, attention_mask, loss_mask, *, graphdef):
+    logps, _ = update.sequence_logps(nnx.merge(graphdef, params), tokens, attention_mask,
+                                     loss_mask, chunk_size=chunk_size)
+    return jax.lax.stop_gradient(logps)
+
+  def ref_fn(state, tokens, attention_mask, loss_mask, params=None):
+    params = state.ref_params if params is None else params
+    if params is None:
+      return jax.numpy.zeros(tokens.shape[:1], jax.numpy.float32)
+    return summed(params, tokens, attention_mask, loss_mask, graphdef=state.graphdef)
+
+  return ref_fn
+
+
+def builtin_pairs(problems: Sequence[dict], obj: base.Objective, *, fmt: str, seed: int,
+                  pairs_per_question: int) -> list[dict]:
+  """The built-in task's records for `obj` (`obj.records`: "pairs" or "ranked_pairs")."""
+  if obj.records == "ranked_pairs":
+    return tasks.ranked_pairs(problems, fmt=fmt, seed=seed)
+  return tasks.preference_pairs(problems, fmt=fmt, seed=seed,
+                                pairs_per_question=pairs_per_question)
+
+
+def build(options, setup: base.Setup) -> base.Program:
+  """The DPO-family program (see `base.Program`)."""
+  obj = base.objective(OBJECTIVES, options.loss_type, "dpo")
+  if setup.problems.get("train"):
+    train = builtin_pairs(setup.problems["train"], obj, fmt=setup.data.fmt, seed=setup.seed,
+                          pairs_per_question=options.pairs_per_question)
+    heldout = builtin_pairs(setup.problems["heldout"], obj, fmt=setup.data.fmt,
+                            seed=setup.seed + 1, pairs_per_question=1)
+  else:
+    train, heldout = setup.records["train"], setup.records["heldout"]
+  from rewardjax.recipes import RecordStream  # noqa: PLC0415 (recipes import algorithms' users)
+
+  stream = RecordStream(train, setup.batch_size, setup.seed)
+  ref_fn = reference_scorer(setup.chunk_size)
+  problems = list(setup.problems.get("heldout") or [])
+
+  def evaluate(state, rng):
+    out = {}
+    if heldout:
+      tokens, attention_mask, loss_mask = sharding.feed(pair_arrays(
+          setup.tokenizer, [p["prompt"] for p in heldout], [p["chosen"] for p in heldout],
+          [p["rejected"] for p in heldout], data=setup.data))
+      policy = sharding.gather(ref_fn(state, tokens, attention_mask, loss_mask,
+                                      params=state.params))
+      ref = sharding.gather(ref_fn(state, tokens, attention_mask, loss_mask))
+      n = len(heldout)
+      margin = (policy[:n] - ref[:n]) - (policy[n:] - ref[n:])
+      # Implicit reward margin beta * (log-ratio_w - log-ratio_l); reference-free objectives
+      # (no reference) use the policy's log-prob margin.
+      margin = margin * (options.beta if state.ref_params is not None else 1.0)
+      out.update(preference_accuracy=float(np.mean(margin > 0)),
+                 implicit_reward_margin=float(np.mean(margin)))
+    if problems:
+      d = setup.data
+      out.update(accuracy.task_accuracy(
+          state.graphdef, state.params, setup.tokenizer, problems, rng, fmt=d.fmt,
+          max_new_tokens=setup.sampling.max_new_tokens, batch_size=setup.eval_batch_size,
+          bucket=d.bucket, max_prompt_length=d.max_prompt_length))
+    return out
+
+  return base.Program(
+      model_fn=lambda rngs: transformer.Transformer(setup.model, rngs=rngs),
+      init_params=base.language_model_params,
+      make_batch=functools.partial(preference_batch, setup=setup, stream=stream, obj=obj,
+                                   options=options, ref_fn=ref_fn),
+      step=make_step(options, chunk_size=setup.chunk_size), evaluate=evaluate,
+      with_ref=obj.uses_ref, rows_per_update=obj.rows_per_record * setup.batch_size)
+
+
+ALGORITHM = base.Algorithm(name="dpo", defaults=DEFAULTS, objectives=OBJECTIVES,
+                           record_kind="preference", build=build)

@@ -1,0 +1,90 @@
+"""Reward-model training: a language model with a scalar head, trained on preference data.
+
+Stages: the objective's records (pairs, ranked lists, ...; the built-in task makes each kind,
+`reward_model_objectives.py`) -> token rows (`SequenceBatch`, e.g. chosen rows then rejected
+rows) with the per-record fields the objective needs in `extra` -> the update. The model is the
+warm-started (or pretrained) language model plus a fresh head on the last real token; the
+held-out evaluation is pairwise accuracy on the built-in task's pairs.
+"""
+
+import functools
+
+import jax
+import numpy as np
+from flax import nnx
+
+from rewardjax import sharding, update
+from rewardjax.algorithms import base
+from rewardjax.algorithms.preference import pair_arrays
+from rewardjax.algorithms.reward_model_objectives import DEFAULTS, OBJECTIVES, RECORDS
+from rewardjax.data import tasks
+from rewardjax.models import heads
+
+
+def make_step(options):
+  """The pure reward-model update `(state, SequenceBatch, rng) -> (state, metrics)`."""
+  obj = base.objective(OBJECTIVES, options["loss_type"], "reward_model")
+  return functools.partial(update.update, loss=base.bind(obj, options))
+
+
+def reward_model_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, stream,
+                       obj: base.Objective, options):
+  """The `SequenceBatch` of step `step` (rows laid out by the objective's records builder)."""
+  del state
+  items = stream.prompts(step)
+  arrays, extra = RECORDS[obj.records].arrays(items, setup=setup)
+  if obj.prepare is not None:
+    arrays, extra = obj.prepare(arrays, extra, items, setup=setup, options=options,
+                                rng=jax.random.fold_in(rng, step))
+  base.check_fields(obj, extra, options.loss_type)
+  arrays, extra = sharding.shard_batch((arrays, extra), setup.mesh)
+  from rewardjax.types import SequenceBatch  # noqa: PLC0415
+  return SequenceBatch(extra=extra, **arrays), {}
+
+
+def build(options, setup: base.Setup) -> base.Program:
+  """The reward-model program (see `base.Program`)."""
+  obj = base.objective(OBJECTIVES, options.loss_type, "reward_model")
+  records = RECORDS[obj.records]
+  if setup.problems.get("train"):
+    train = records.builtin(setup.problems["train"], fmt=setup.data.fmt, seed=setup.seed,
+                            options=options)
+    heldout = tasks.preference_pairs(setup.problems["heldout"], fmt=setup.data.fmt,
+                                     seed=setup.seed + 1)
+  else:
+    train, heldout = setup.records["train"], setup.records["heldout"]
+  from rewardjax.recipes import RecordStream  # noqa: PLC0415
+
+  stream = RecordStream(train, setup.batch_size, setup.seed)
+  score = jax.jit(lambda graphdef, params, t, a: nnx.merge(graphdef, params)(
+      t, attention_mask=a), static_argnums=0)
+
+  def evaluate(state, rng):
+    del rng
+    if not heldout:
+      return {}
+    tokens, attention_mask, _ = pair_arrays(
+        setup.tokenizer, [p["prompt"] for p in heldout], [p["chosen"] for p in heldout],
+        [p["rejected"] for p in heldout], data=setup.data)
+    scores = sharding.gather(score(state.graphdef, state.params,
+                                   *sharding.feed((tokens, attention_mask))))
+    chosen, rejected = scores[:len(heldout)], scores[len(heldout):]
+    return {"pair_accuracy": float(np.mean(chosen > rejected)),
+            "reward_margin": float(np.mean(chosen - rejected))}
+
+  def init_params(lm_params, rng):
+    # The head is fresh; the backbone is the (warm-started or pretrained) language model.
+    head = nnx.to_pure_dict(nnx.split(heads.ScalarModel(setup.model, rngs=nnx.Rngs(rng)),
+                                      nnx.Param)[1])["head"]
+    return {"backbone": lm_params, "head": head}
+
+  return base.Program(
+      model_fn=lambda rngs: heads.ScalarModel(setup.model, rngs=rngs), init_params=init_params,
+      make_batch=functools.partial(reward_model_batch, setup=setup, stream=stream, obj=obj,
+                                   options=options),
+      step=make_step(options), evaluate=evaluate, with_ref=False,
+      rows_per_update=records.rows(setup.batch_size, options), export_hf=False)
+
+
+ALGORITHM = base.Algorithm(name="reward_model", defaults=DEFAULTS, objectives=OBJECTIVES,
+                           record_kind="preference", build=build)

@@ -1,0 +1,494 @@
+"""The reward model's table of objectives, chosen by `loss_type` (`configs/reward_model.py`),
+and the records each one trains on (`RECORDS`: how the built-in task makes them and how they
+become token rows).
+
+An objective adapts a `SequenceBatch` to `rewardjax.losses` functions: it scores the rows with
+the scalar-head model (or reads the backbone's hidden states, for the objectives that need
+features or several scores per row) and hands the arrays and the batch's `extra` fields to the
+losses. Row layouts, R = rows of the batch, B = records per step:
+
+  pair kinds     R = 2B: chosen rows [0, B), rejected rows [B, 2B) (`_pair_arrays`)
+  "ranked"       R = B*K: the K responses of record b are rows [bK, (b+1)K)
+  "packed"       R = 2B: record b's K responses packed in one row, in its order (row 2b) and
+                 reversed (row 2b+1) (YOJO)
+  "polar"        R = 2B: (reference | positive) rows, then (reference | negative) rows
+
+Every `extra` field has one entry per row (leading dim R, like the token arrays), because the
+batch is split over the mesh by rows; per-pair fields are stored on both rows of the pair and
+read from the chosen half.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rewardjax import losses
+from rewardjax.algorithms.base import Objective
+from rewardjax.data import tasks, tokenizers
+from rewardjax.models import heads
+
+# The `algo` block of a reward-model config: one meaning per field (TRL names where TRL has the
+# field). Fields marked "built-in" shape the records the built-in task makes.
+DEFAULTS = dict(
+    loss_type="bt",                  # a key of OBJECTIVES
+    center_rewards_coefficient=0.0,  # TRL: + c * mean((r_w + r_l)^2) (BT-based); 0 = off
+    pairs_per_question=1,            # built-in pairs: pairs per training question
+    num_responses=4,                 # built-in ranked lists: K responses per prompt
+    label_noise=0.2,                 # built-in noisy pairs: probability of swapped labels
+    ensemble_size=10,                # built-in noisy pairs: M scorers giving preference strength
+    ensemble_error=0.25,             # built-in noisy pairs: probability a scorer misjudges
+    noise_threshold=0.0,             # pairs with ensemble strength below it count as noisy
+    label_smoothing=0.1,             # TRL DPOConfig name: alpha of soft labels on noisy pairs
+    tie_fraction=0.5,                # built-in win-tie pairs: probability of a tie pair
+    contrastive_coefficient=1.0,     # beta of the SimCSE term (MOSS-RLHF II: 1)
+    contrastive_temperature=0.05,    # tau of SimCSE (SimCSE default; the paper gives none)
+    contrastive_dropout=0.05,        # dropout rate that makes SimCSE's two views (paper: 0.05)
+    goal_coefficient=0.5,            # beta of the goal-conditioned term (reference script: 0.5)
+    goal_samples=16,                 # S = U position pairs per example (reference script: 16)
+)
+
+# YOJO joins the K responses of a packed row with this text (the paper registers a special
+# `<|resp_sep|>` token; the char tokenizer has one token per character, so any unused one works).
+YOJO_SEPARATOR = "|"
+
+
+# ---------------------------------------------------------------- forward pieces
+
+
+def _scores(model, batch) -> jax.Array:
+  """[R] reward of each row: the head on the last real token."""
+  return model(batch.tokens, attention_mask=batch.attention_mask)
+
+
+def _hidden(model, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Hidden states [R, S, D], last-token features [R, D] and scores [R] of one forward pass
+  (the scores equal `_scores`: the head on the same last-token features)."""
+  hidden_RxSxD, _ = model.backbone.hidden_states(batch.tokens,
+                                                 attention_mask=batch.attention_mask)
+  features_RxD = heads.last_token_pool(hidden_RxSxD, batch.attention_mask)
+  return hidden_RxSxD, features_RxD, model.head(features_RxD)
+
+
+def _halves(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  half = x.shape[0] // 2
+  return x[:half], x[half:2 * half]
+
+
+def _prefixed(prefix: str, metrics: dict) -> dict:
+  return {f"{prefix}_{k}": v for k, v in metrics.items()}
+
+
+def _step_key(batch) -> jax.Array:
+  # Every row holds the same key (`add_step_key`); row 0's is as good as any.
+  return jax.random.wrap_key_data(batch.extra["key"][0])
+
+
+# ---------------------------------------------------------------- objectives
+
+
+def bt_objective(model, batch, *, center_rewards_coefficient: float):
+  """`losses.bradley_terry_loss` on (chosen rows; rejected rows) scores."""
+  chosen, rejected = _halves(_scores(model, batch))
+  return losses.bradley_terry_loss(chosen, rejected,
+                                   center_rewards_coefficient=center_rewards_coefficient or None)
+
+
+def margin_objective(model, batch, *, center_rewards_coefficient: float):
+  """Bradley-Terry with the per-pair margin of the records (Llama 2): log σ(r_c − r_r − m)."""
+  chosen, rejected = _halves(_scores(model, batch))
+  margin, _ = _halves(batch.extra["margin"])
+  return losses.bradley_terry_loss(chosen, rejected, margin=margin,
+                                   center_rewards_coefficient=center_rewards_coefficient or None)
+
+
+def denoised_objective(model, batch, *, recipe: str, label_smoothing: float,
+                       noise_threshold: float):
+  """`losses.denoised_bradley_terry_loss` (MOSS-RLHF II `recipe`) with the records' ensemble
+  preference strength."""
+  chosen, rejected = _halves(_scores(model, batch))
+  strength, _ = _halves(batch.extra["preference_strength"])
+  return losses.denoised_bradley_terry_loss(chosen, rejected, strength, recipe=recipe,
+                                            label_smoothing=label_smoothing,
+                                            noise_threshold=noise_threshold)
+
+
+def feature_views(features: jax.Array, key: jax.Array, rate: float):
+  """Two dropout views [2, R, D] of the features (inverted dropout: kept entries / (1 − rate)).
+
+  The backbone has no dropout, so SimCSE's two views are drawn on the last-token features that
+  feed the reward head instead of inside the network (the paper: two dropout-0.05 passes).
+  """
+  keep_2xRxD = jax.random.bernoulli(key, 1.0 - rate, (2, *features.shape))
+  return jnp.where(keep_2xRxD, features[None] / (1.0 - rate), 0.0)
+
+
+def contrastive_objective(model, batch, *, center_rewards_coefficient: float,
+                          contrastive_coefficient: float, contrastive_temperature: float,
+                          contrastive_dropout: float):
+  """Bradley-Terry + β · SimCSE over the features of every row (MOSS-RLHF II, preference-pair
+  form: chosen and rejected rows are samples, the other rows of the batch their negatives)."""
+  _, features_RxD, scores_R = _hidden(model, batch)
+  chosen, rejected = _halves(scores_R)
+  bt, metrics = losses.bradley_terry_loss(
+      chosen, rejected, center_rewards_coefficient=center_rewards_coefficient or None)
+  views_2xRxD = feature_views(features_RxD, _step_key(batch), contrastive_dropout)
+  simcse, simcse_metrics = losses.simcse_loss(views_2xRxD[0], views_2xRxD[1],
+                                              temperature=contrastive_temperature)
+  return bt + contrastive_coefficient * simcse, {
+      **metrics, **_prefixed("simcse", simcse_metrics), "bt_loss": bt, "simcse_loss": simcse}
+
+
+def win_tie_objective(model, batch):
+  """`losses.win_tie_bradley_terry_loss` (paper form): tie pairs pull scores together."""
+  chosen, rejected = _halves(_scores(model, batch))
+  is_tie, _ = _halves(batch.extra["is_tie"])
+  return losses.win_tie_bradley_terry_loss(chosen, rejected, is_tie)
+
+
+def listwise_objective(model, batch, *, loss_fn: Callable, num_responses: int):
+  """A ranking loss (`k_choose_2_loss`, `plackett_luce_loss`) on the [B, K] scores of the
+  "ranked" rows."""
+  scores_BxK = _scores(model, batch).reshape(-1, num_responses)
+  ranks_BxK = batch.extra["ranks"].reshape(-1, num_responses)
+  return loss_fn(scores_BxK, ranks_BxK)
+
+
+def polar_objective(model, batch):
+  """`losses.polar_loss`: the positive candidate beats the negative against one reference."""
+  positive, negative = _halves(_scores(model, batch))
+  return losses.polar_loss(positive, negative)
+
+
+def yojo_objective(model, batch):
+  """`losses.yojo_loss` on the K scores read from one packed row each (YOJO).
+
+  Score k of a row is the head on the hidden state at `end_positions[:, k]` (the last token of
+  response k; the EOS for the last response). Causal attention lets response k see the earlier
+  ones, which is YOJO's cross-response comparison. Also reports the pairwise accuracy over all
+  strictly ranked response pairs ("pair_accuracy").
+  """
+  hidden_RxSxD, _ = model.backbone.hidden_states(batch.tokens,
+                                                 attention_mask=batch.attention_mask)
+  at_RxKxD = jnp.take_along_axis(hidden_RxSxD, batch.extra["end_positions"][:, :, None], axis=1)
+  scores_RxK = model.head(at_RxKxD)
+  loss, metrics = losses.yojo_loss(scores_RxK, batch.extra["best_index"])
+  _, ranking = losses.k_choose_2_loss(scores_RxK, batch.extra["response_ranks"])
+  return loss, {**metrics, "pair_accuracy": ranking["accuracy"]}
+
+
+def goal_objective(model, batch, *, center_rewards_coefficient: float, goal_coefficient: float,
+                   goal_samples: int):
+  """Bradley-Terry + the goal-conditioned contrastive loss on last-layer hidden states.
+
+  Response positions come from the loss mask (token j+1 of a row is a completion token where
+  loss_mask[j] = 1, so the completion mask is loss_mask shifted right by one); the sampled
+  source/goal/anchor/negative positions are drawn in the jitted step from the batch's step key.
+  """
+  hidden_RxSxD, _, scores_R = _hidden(model, batch)
+  chosen, rejected = _halves(scores_R)
+  bt, metrics = losses.bradley_terry_loss(
+      chosen, rejected, center_rewards_coefficient=center_rewards_coefficient or None)
+  response_RxS = jnp.concatenate(
+      [jnp.zeros_like(batch.loss_mask[:, :1]), batch.loss_mask], axis=1)
+  response_c, response_r = _halves(response_RxS)
+  source, goal, anchor, negative, valid = losses.goal_contrastive_positions(
+      _step_key(batch), response_c, response_r, num_positive=goal_samples,
+      num_negative=goal_samples)
+  hidden_c, hidden_r = _halves(hidden_RxSxD)
+  goal_loss, goal_metrics = losses.goal_contrastive_loss(
+      hidden_c, hidden_r, source, goal, anchor, negative, valid, beta=goal_coefficient)
+  return bt + goal_loss, {**metrics, **_prefixed("goal", goal_metrics), "bt_loss": bt,
+                          "goal_loss": goal_loss}
+
+
+def pointwise_objective(model, batch):
+  """`losses.pointwise_binary_loss` with the reward as the logit of "correct" and each row's
+  0/1 label; "pair_accuracy" compares the two rows of each pair."""
+  scores_R = _scores(model, batch)
+  loss, metrics = losses.pointwise_binary_loss(scores_R, batch.extra["labels"])
+  chosen, rejected = _halves(scores_R)
+  return loss, {**metrics, "pair_accuracy": jnp.mean((chosen > rejected).astype(jnp.float32))}
+
+
+def add_step_key(arrays, extra, items, *, setup, options, rng):
+  """Host stage: the step's PRNG key as raw key data, one copy per row (extra "key" [R, 2]).
+
+  The update step is deterministic and does not pass its rng to the loss, so objectives that
+  sample (SimCSE's dropout views, the goal-conditioned positions) read this key instead.
+  """
+  del items, setup, options
+  key_data = jax.device_get(jax.random.key_data(rng)) if jax.dtypes.issubdtype(
+      rng.dtype, jax.dtypes.prng_key) else jax.device_get(rng)
+  key_1xK = np.asarray(key_data, np.uint32).reshape(1, -1)
+  return arrays, {**extra, "key": np.repeat(key_1xK, arrays["tokens"].shape[0], axis=0)}
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclasses.dataclass(frozen=True)
+class Records:
+  """One kind of reward-model records.
+
+  builtin: `builtin(problems, *, fmt, seed, options) -> records` from the built-in task.
+  arrays: `arrays(items, *, setup) -> (token arrays dict, extra dict)` on the host; every array
+    has leading dim R = `rows(len(items), options)`.
+  rows: `rows(batch_size, options) -> rows per update`.
+  heldout_arrays: the rows of held-out pairs `{"prompt", "chosen", "rejected"}` that a model
+    trained on this kind scores (chosen rows, then rejected rows).
+  """
+  builtin: Callable
+  arrays: Callable
+  rows: Callable
+  heldout_arrays: Callable | None = None
+
+
+def _rows(setup, prompts: Sequence[str], completions: Sequence[str]) -> dict:
+  """Token arrays of the rows (prompt_i | completion_i): prompts left-padded and completions
+  right-padded (EOS appended) as `preference.pair_arrays` lays them out; loss_mask[j] = 1 where
+  token j+1 is a completion token."""
+  d = setup.data
+  prompt_tokens, prompt_mask = tokenizers.encode_prompts(
+      setup.tokenizer, list(prompts), bucket=d.bucket, max_length=d.max_prompt_length)
+  completion_tokens, completion_mask = tokenizers.encode_completions(
+      setup.tokenizer, list(completions), bucket=d.bucket, max_length=d.max_completion_length)
+  target_mask = np.concatenate([np.zeros_like(prompt_mask), completion_mask], axis=1)
+  return {"tokens": np.concatenate([prompt_tokens, completion_tokens], axis=1),
+          "attention_mask": np.concatenate([prompt_mask, completion_mask], axis=1),
+          "loss_mask": target_mask[:, 1:].astype(np.int32)}
+
+
+# Per-pair record fields copied to both rows of the pair.
+PAIR_FIELDS = ("margin", "is_tie", "preference_strength")
+
+
+def _pair_arrays(items, *, setup):
+  """Chosen rows then rejected rows (a record's "rejected_prompt", if any, is the rejected row's
+  prompt: cross-prompt pairs); extra: PAIR_FIELDS the records have, and "labels" (chosen_label
+  then rejected_label), one entry per row."""
+  prompts = [it["prompt"] for it in items]
+  rejected_prompts = [it.get("rejected_prompt", it["prompt"]) for it in items]
+  arrays = _rows(setup, prompts + rejected_prompts,
+                 [it["chosen"] for it in items] + [it["rejected"] for it in items])
+
+  def has(*names):
+    return bool(items) and all(n in it for it in items for n in names)
+
+  extra = {n: np.tile(np.array([float(it[n]) for it in items], np.float32), 2)
+           for n in PAIR_FIELDS if has(n)}
+  if has("chosen_label", "rejected_label"):
+    extra["labels"] = np.array([float(it["chosen_label"]) for it in items]
+                               + [float(it["rejected_label"]) for it in items], np.float32)
+  return arrays, extra
+
+
+def _pair_rows(batch_size, options):
+  del options
+  return 2 * batch_size
+
+
+def _dense_ranks(scores: Sequence[float]) -> list[int]:
+  """Rank of each score, 0 = best; equal scores share a rank (the number of distinct better
+  scores)."""
+  distinct = sorted(set(scores), reverse=True)
+  return [distinct.index(s) for s in scores]
+
+
+def _pair_records(problems, *, fmt, seed, options):
+  return tasks.preference_pairs(problems, fmt=fmt, seed=seed,
+                                pairs_per_question=options["pairs_per_question"])
+
+
+def _rated_records(problems, *, fmt, seed, options):
+  return tasks.rated_preference_pairs(problems, fmt=fmt, seed=seed,
+                                      pairs_per_question=options["pairs_per_question"])
+
+
+def _noisy_records(problems, *, fmt, seed, options):
+  """`tasks.noisy_preference_pairs` with "preference_strength" = the ensemble mean μ̂ of the
+  scorer margins (and "preference_std" = σ̂; `losses.ensemble_preference_strength`)."""
+  pairs = tasks.noisy_preference_pairs(
+      problems, fmt=fmt, seed=seed, pairs_per_question=options["pairs_per_question"],
+      label_noise=options["label_noise"], num_scorers=options["ensemble_size"],
+      scorer_error=options["ensemble_error"])
+  margins_MxN = jnp.asarray(np.array([p["scorer_margins"] for p in pairs], np.float32).T)
+  mu_N, sigma_N = jax.device_get(losses.ensemble_preference_strength(margins_MxN))
+  return [dict(p, preference_strength=float(mu), preference_std=float(sigma))
+          for p, mu, sigma in zip(pairs, mu_N, sigma_N)]
+
+
+def _win_tie_records(problems, *, fmt, seed, options):
+  return tasks.win_tie_pairs(problems, fmt=fmt, seed=seed, tie_fraction=options["tie_fraction"])
+
+
+def _labelled_records(problems, *, fmt, seed, options):
+  """Pairs whose rows carry absolute labels: 1 for the correct response, 0 for the wrong one."""
+  return [dict(p, chosen_label=1.0, rejected_label=0.0)
+          for p in _pair_records(problems, fmt=fmt, seed=seed, options=options)]
+
+
+def _ranked_records(problems, *, fmt, seed, options):
+  return tasks.ranked_responses(problems, k=options["num_responses"], fmt=fmt, seed=seed)
+
+
+def _ranked_arrays(items, *, setup):
+  """Rows (prompt_b | response_bk), record-major; extra "ranks" [B*K] (0 = best, from
+  "scores"; equal scores tie)."""
+  arrays = _rows(setup, [it["prompt"] for it in items for _ in it["responses"]],
+                 [r for it in items for r in it["responses"]])
+  ranks = [rank for it in items for rank in _dense_ranks(it["scores"])]
+  return arrays, {"ranks": np.array(ranks, np.float32)}
+
+
+def _ranked_rows(batch_size, options):
+  return batch_size * options["num_responses"]
+
+
+def _packed_records(problems, *, fmt, seed, options):
+  """Ranked lists in a random order per record (the best response is never always first: a
+  causal model could learn the position instead of the content, papers/reward.md §6.7)."""
+  lists = _ranked_records(problems, fmt=fmt, seed=seed, options=options)
+  out = []
+  for i, it in enumerate(lists):
+    order = np.random.default_rng([seed, i, 4]).permutation(len(it["responses"])).tolist()
+    out.append(dict(it, responses=[it["responses"][j] for j in order],
+                    scores=[it["scores"][j] for j in order]))
+  return out
+
+
+def _packed_arrays(items, *, setup):
+  """YOJO rows: prompt | r_1 SEP r_2 ... SEP r_K EOS, two rows per record (its order, then
+  reversed, so each response is read at two positions).
+
+  Responses are tokenized one by one (at most max_completion_length tokens each) and joined as
+  ids, so end positions are exact for any tokenizer. extra: "end_positions" [R, K] (the index in
+  the row of response k's last token; the EOS for the last response), "best_index" [R] (first
+  response of best score), "response_ranks" [R, K].
+  """
+  tok, d = setup.tokenizer, setup.data
+  orders = []  # (responses, scores) of each row
+  for it in items:
+    orders += [(it["responses"], it["scores"]), (it["responses"][::-1], it["scores"][::-1])]
+  prompt_tokens, prompt_mask = tokenizers.encode_prompts(
+      tok, [it["prompt"] for it in items for _ in range(2)], bucket=d.bucket,
+      max_length=d.max_prompt_length)
+  separator = tok(YOJO_SEPARATOR, add_special_tokens=False)["input_ids"]
+  completions, ends = [], []
+  for responses, _ in orders:
+    ids, row_ends = [], []
+    for k, response_ids in enumerate(tok(list(responses), add_special_tokens=False)["input_ids"]):
+      ids += (separator if k else []) + response_ids[:d.max_completion_length]
+      row_ends.append(len(ids) - 1)
+    ids.append(tok.eos_token_id)
+    row_ends[-1] = len(ids) - 1
+    completions.append(ids)
+    ends.append(row_ends)
+  length = tokenizers.bucketed_length(max(len(c) for c in completions), d.bucket)
+  completion_tokens = np.full((len(completions), length), tokenizers.pad_token_id(tok), np.int32)
+  completion_mask = np.zeros((len(completions), length), np.int32)
+  for r, ids in enumerate(completions):
+    completion_tokens[r, :len(ids)] = ids
+    completion_mask[r, :len(ids)] = 1
+  target_mask = np.concatenate([np.zeros_like(prompt_mask), completion_mask], axis=1)
+  arrays = {"tokens": np.concatenate([prompt_tokens, completion_tokens], axis=1),
+            "attention_mask": np.concatenate([prompt_mask, completion_mask], axis=1),
+            "loss_mask": target_mask[:, 1:].astype(np.int32)}
+  scores = [s for _, s in orders]
+  return arrays, {
+      "end_positions": prompt_tokens.shape[1] + np.array(ends, np.int32),
+      "best_index": np.array([int(np.argmax(s)) for s in scores], np.int32),
+      "response_ranks": np.array([_dense_ranks(s) for s in scores], np.float32)}
+
+
+def polar_prompt(prompt: str, reference: str) -> str:
+  """POLAR's packing of the reference before the candidate (papers/reward.md §4.6): prompt +
+  reference, a newline, the prompt again; the candidate is the completion and its reward is
+  read at its EOS."""
+  return f"{prompt}{reference}\n{prompt}"
+
+
+def _polar_records(problems, *, fmt, seed, options):
+  del options
+  return tasks.polar_triplets(problems, fmt=fmt, seed=seed)
+
+
+def _polar_arrays(items, *, setup):
+  prompts = [polar_prompt(it["prompt"], it["reference"]) for it in items] * 2
+  return _rows(setup, prompts, [it["positive"] for it in items]
+               + [it["negative"] for it in items]), {}
+
+
+def _polar_heldout_arrays(pairs, *, setup):
+  """Held-out pairs scored against the correct response as the reference (POLAR's RL-time use:
+  the reference is a high-quality response)."""
+  return _polar_arrays([dict(p, reference=p["chosen"], positive=p["chosen"],
+                             negative=p["rejected"]) for p in pairs], setup=setup)
+
+
+RECORDS = {
+    "pairs": Records(_pair_records, _pair_arrays, _pair_rows),
+    "rated_pairs": Records(_rated_records, _pair_arrays, _pair_rows),
+    "noisy_pairs": Records(_noisy_records, _pair_arrays, _pair_rows),
+    "win_tie_pairs": Records(_win_tie_records, _pair_arrays, _pair_rows),
+    "labelled_pairs": Records(_labelled_records, _pair_arrays, _pair_rows),
+    "ranked": Records(_ranked_records, _ranked_arrays, _ranked_rows),
+    "packed": Records(_packed_records, _packed_arrays, _pair_rows),
+    "polar": Records(_polar_records, _polar_arrays, _pair_rows, _polar_heldout_arrays),
+}
+
+_KEY = {"key": "the objective's prepare stage (add_step_key: the step's PRNG key per row)"}
+_BT = ("center_rewards_coefficient",)
+_DENOISED = ("label_smoothing", "noise_threshold")
+_STRENGTH = {"preference_strength": "the built-in 'noisy_pairs' records (an ensemble of scorers, "
+                                    "tasks.noisy_preference_pairs) or a preference_strength column"}
+
+
+def _denoised(recipe: str) -> Objective:
+  # The MOSS-RLHF II recipe is fixed by the table key, not read from the config.
+  return Objective(functools.partial(denoised_objective, recipe=recipe), hparams=_DENOISED,
+                   needs=_STRENGTH, records="noisy_pairs", uses_ref=False)
+
+
+def _listwise(loss_fn: Callable) -> Objective:
+  return Objective(functools.partial(listwise_objective, loss_fn=loss_fn),
+                   hparams=("num_responses",),
+                   needs={"ranks": "the 'ranked' records (tasks.ranked_responses scores)"},
+                   records="ranked", uses_ref=False)
+
+
+OBJECTIVES = {
+    "bt": Objective(bt_objective, hparams=_BT, records="pairs", uses_ref=False),
+    "margin": Objective(
+        margin_objective, hparams=_BT, records="rated_pairs", uses_ref=False,
+        needs={"margin": "the built-in 'rated_pairs' records (tasks.rated_preference_pairs: "
+                         "Llama 2 rating of how wrong the rejected answer is) or a margin column"}),
+    "label_flip": _denoised("flip"),
+    "label_smoothing": _denoised("soft_label_margin"),
+    "adaptive_margin": _denoised("margin"),
+    "contrastive": Objective(
+        contrastive_objective, hparams=_BT + ("contrastive_coefficient",
+                                              "contrastive_temperature", "contrastive_dropout"),
+        needs=_KEY, records="pairs", uses_ref=False, prepare=add_step_key),
+    "win_tie": Objective(
+        win_tie_objective, records="win_tie_pairs", uses_ref=False,
+        needs={"is_tie": "the built-in 'win_tie_pairs' records (tasks.win_tie_pairs) or an "
+                         "is_tie column"}),
+    "k_choose_2": _listwise(losses.k_choose_2_loss),
+    "plackett_luce": _listwise(losses.plackett_luce_loss),
+    "polar": Objective(polar_objective, records="polar", uses_ref=False),
+    "yojo": Objective(
+        yojo_objective, records="packed", uses_ref=False,
+        needs={name: "the 'packed' records' arrays (YOJO rows of tasks.ranked_responses)"
+               for name in ("end_positions", "best_index", "response_ranks")}),
+    "goal_conditioned": Objective(
+        goal_objective, hparams=_BT + ("goal_coefficient", "goal_samples"), needs=_KEY,
+        records="pairs", uses_ref=False, prepare=add_step_key),
+    "pointwise": Objective(
+        pointwise_objective, records="labelled_pairs", uses_ref=False,
+        needs={"labels": "the built-in 'labelled_pairs' records (1 = correct, 0 = wrong) or "
+                         "chosen_label / rejected_label columns"}),
+}

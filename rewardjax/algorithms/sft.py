@@ -1,0 +1,98 @@
+"""Supervised fine-tuning: token-mean negative log-likelihood of (prompt, completion) records.
+
+Also the warm-start stage of every embedded config: `train.run` runs this algorithm on the
+warm-start half of the built-in task (plus the recipe's warm-start examples) before the main
+algorithm, through the same loop.
+"""
+
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rewardjax import sharding, update
+from rewardjax.algorithms import base
+from rewardjax.data import tasks, tokenizers
+from rewardjax.evaluation import accuracy
+from rewardjax.models import transformer
+from rewardjax.types import SequenceBatch
+
+DEFAULTS = dict(
+    loss_type="nll",
+    slip_rate=0.0,   # built-in task: the demonstrator's carry-slip rate (`tasks.sft_examples`)
+)
+
+
+def nll_objective(model, batch: SequenceBatch, *, chunk_size: int = 1024):
+  """Token-mean NLL of the `loss_mask` tokens: -sum(m log p) / max(sum m, 1)."""
+  logps_BxL = update.all_token_logprobs(model, batch.tokens, batch.attention_mask,
+                                        chunk_size=chunk_size)
+  count = jnp.maximum(batch.loss_mask.sum(), 1)
+  nll = -(logps_BxL * batch.loss_mask).sum() / count
+  return nll, {"geometric_mean_token_prob": jnp.exp(-nll)}
+
+
+OBJECTIVES = {"nll": base.Objective(nll_objective, records="examples", uses_ref=False)}
+
+
+def sequence_arrays(items: Sequence[dict], tokenizer, data: base.DataOptions) -> dict:
+  """Token arrays of `{"prompt", "completion"}` records; the loss covers the completion."""
+  prompt_tokens, prompt_mask = tokenizers.encode_prompts(
+      tokenizer, [it["prompt"] for it in items], bucket=data.bucket,
+      max_length=data.max_prompt_length)
+  completion_tokens, completion_mask = tokenizers.encode_completions(
+      tokenizer, [it["completion"] for it in items], bucket=data.bucket,
+      max_length=data.max_completion_length)
+  return {"tokens": np.concatenate([prompt_tokens, completion_tokens], axis=1),
+          "attention_mask": np.concatenate([prompt_mask, completion_mask], axis=1),
+          "loss_mask": np.concatenate([np.zeros_like(prompt_mask), completion_mask],
+                                      axis=1)[:, 1:]}
+
+
+def sft_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, stream):
+  del state, rng
+  arrays = sequence_arrays(stream.prompts(step), setup.tokenizer, setup.data)
+  return SequenceBatch(**sharding.shard_batch(arrays, setup.mesh)), {}
+
+
+def make_step(options, *, chunk_size: int = 1024):
+  """The pure SFT update `(state, SequenceBatch, rng) -> (state, metrics)`."""
+  obj = base.objective(OBJECTIVES, options["loss_type"], "sft")
+  return functools.partial(update.update, loss=functools.partial(base.bind(obj, options),
+                                                                 chunk_size=chunk_size))
+
+
+def build(options, setup: base.Setup) -> base.Program:
+  """The SFT program: built-in task demonstrations (with `slip_rate` slips) plus the recipe's
+  warm-start examples, or a file's {"prompt", "completion"} records."""
+  examples = list(setup.records.get("train") or [])
+  if setup.problems.get("train"):
+    examples = tasks.sft_examples(setup.problems["train"], fmt=setup.data.fmt,
+                                  slip_rate=options.slip_rate, seed=setup.seed)
+  examples += list(setup.recipe.warmstart_examples)
+  from rewardjax.recipes import RecordStream  # noqa: PLC0415
+
+  stream = RecordStream(examples, setup.batch_size, setup.seed)
+  heldout = list(setup.problems.get("heldout") or [])
+
+  def evaluate(state, rng):
+    if not heldout:
+      return {}
+    d = setup.data
+    return accuracy.task_accuracy(
+        state.graphdef, state.params, setup.tokenizer, heldout, rng, fmt=d.fmt,
+        max_new_tokens=setup.sampling.max_new_tokens, batch_size=setup.eval_batch_size,
+        bucket=d.bucket, max_prompt_length=d.max_prompt_length)
+
+  return base.Program(
+      model_fn=lambda rngs: transformer.Transformer(setup.model, rngs=rngs),
+      init_params=base.language_model_params,
+      make_batch=functools.partial(sft_batch, setup=setup, stream=stream),
+      step=make_step(options, chunk_size=setup.chunk_size), evaluate=evaluate,
+      with_ref=False, rows_per_update=setup.batch_size)
+
+
+ALGORITHM = base.Algorithm(name="sft", defaults=DEFAULTS, objectives=OBJECTIVES,
+                           record_kind="sft", build=build)

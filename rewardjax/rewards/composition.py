@@ -1,0 +1,66 @@
+"""A reward is a weighted sum of named terms, each computed on a batch of finished rollouts.
+
+A term is `fn(rollouts: Scored) -> [B] float` with a name and a weight; `Composition.score`
+adds them up and reports each term's batch mean on its own (`reward/<name>`). Terms see the
+items (prompt records), the decoded completions and the rollout arrays, and the train state,
+so a term can be a verifier (texts only) or, later, a model: a trained reward model, the policy
+as a judge, or log-prob rewards read from `state.params` / `state.ref_params` with a jitted
+forward on the mesh. The trainer never changes when a term is added.
+"""
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from rewardjax.rewards import verifiers
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+  """What a reward term sees of one batch of rollouts (B = P prompts x G samples).
+
+  items: [B] prompt records (each prompt's record repeated G times).
+  texts: [B] decoded completions.
+  arrays: host arrays of the rollouts: tokens [B, S+T], prompt_mask [B, S],
+    completion_mask [B, T], lengths [B], model_logprobs [B, T].
+  state: the current TrainState (params, ref_params) for model-computed rewards.
+  """
+  items: Sequence[dict]
+  texts: Sequence[str]
+  arrays: dict
+  state: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+  """One reward source: `fn(scored) -> [B]`, weighted."""
+  name: str
+  fn: Callable[[Scored], np.ndarray]
+  weight: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Composition:
+  """reward = sum_k weight_k * term_k(rollouts)."""
+  terms: tuple[Term, ...]
+
+  def score(self, scored: Scored) -> tuple[np.ndarray, dict[str, float]]:
+    """(rewards [B] float32, {"reward/<name>": batch mean of the unweighted term})."""
+    total = np.zeros(len(scored.texts), np.float32)
+    metrics = {}
+    for term in self.terms:
+      values = np.asarray(term.fn(scored), np.float32)
+      if values.shape != total.shape:
+        raise ValueError(f"reward term {term.name!r} returned shape {values.shape}, expected "
+                         f"{total.shape} (one reward per rollout)")
+      total = total + term.weight * values
+      metrics[f"reward/{term.name}"] = float(np.nanmean(values)) if len(values) else 0.0
+    return total, metrics
+
+
+def verifier(fmt: str) -> Term:
+  """1 if a completion's answer equals its item's "answer", else 0 (`verifiers.math_verify`)."""
+  return Term("verifier", lambda s: verifiers.verify_batch(
+      s.texts, [it["answer"] for it in s.items], fmt))
