@@ -364,8 +364,10 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     if jax.process_index() == 0:
       hf.save_pretrained(nnx.merge(state.graphdef, host_params), os.path.join(workdir, "hf"))
       job.tokenizer.save_pretrained(os.path.join(workdir, "hf"))
-  extra = {"steps": total_steps, "wall_seconds": round(time.time() - started, 1)}
-  writer.summary(initial=first_eval, final=final_eval, extra=extra)
+  # Wall time is printed and written to summary.json, not returned: the returned summary is
+  # deterministic (a resumed or multi-host run returns the same dict).
+  writer.summary(initial=first_eval, final=final_eval,
+                 extra={"steps": total_steps, "wall_seconds": round(time.time() - started, 1)})
   writer.close()
   manager.close()
-  return metrics_lib.flat_summary(first_eval, final_eval, extra)
+  return metrics_lib.flat_summary(first_eval, final_eval, {"steps": total_steps})

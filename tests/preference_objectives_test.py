@@ -80,6 +80,8 @@ def build(loss_type, setup, models, items=ITEMS, **overrides):
   if "ref_token_logps" in obj.needs:   # what the proposed per-token reference pass provides
     extra["ref_token_logps"] = ref_tok
   base.check_fields(obj, extra, loss_type)
+  # Per-row fields shard with the rows (a [B] field would not divide the data axes for every B).
+  assert all(np.shape(v)[0] == arrays["tokens"].shape[0] for v in extra.values())
   ref_logps = ref_tok.sum(1) if obj.uses_ref else jnp.zeros(ref_tok.shape[:1])
   return PreferenceBatch(ref_logps=ref_logps, extra={k: jnp.asarray(v) for k, v in extra.items()},
                          **arrays), options
@@ -187,7 +189,7 @@ def test_cream_consistency_is_kendall_tau_of_the_two_host_rankings(setup, models
   batch, options = build("cream", setup, models)
   current, previous = preference_data.cream_scores(ITEMS, 5, fmt="short")
   c = losses.cream_consistency(jnp.asarray(current), jnp.asarray(previous))
-  np.testing.assert_allclose(np.asarray(batch.extra["consistency"]), np.asarray(c))
+  np.testing.assert_allclose(np.asarray(batch.extra["consistency"]), np.tile(np.asarray(c), 2))
   assert np.all((np.asarray(c) >= 0) & (np.asarray(c) <= 1))
   logps_w, logps_l = halves(policy_logps(batch, models).sum(1))
   ref_w, ref_l = halves(batch.ref_logps)
@@ -198,7 +200,7 @@ def test_cream_consistency_is_kendall_tau_of_the_two_host_rankings(setup, models
 def test_cream_keeps_the_records_own_consistency(setup, models):
   items = [dict(it, consistency=0.25) for it in ITEMS]
   batch, _ = build("cream", setup, models, items=items)
-  np.testing.assert_array_equal(np.asarray(batch.extra["consistency"]), [0.25, 0.25])
+  np.testing.assert_array_equal(np.asarray(batch.extra["consistency"]), [0.25] * 4)
 
 
 # T-REG
@@ -226,18 +228,23 @@ def test_treg_rewards_from_the_reference_under_contrastive_prompts(setup, models
 
 
 # DNO
-def test_dno_hard_labels_without_rewards(setup, models):
+def test_dno_hard_labels_without_rewards_and_the_records_own_rewards(setup, models):
   batch, _ = build("dno", setup, models)
   assert not batch.extra   # DNO-Prct: no rewards, hard labels
+  items = [dict(it, chosen_reward=0.9, rejected_reward=0.2) for it in ITEMS]
+  batch, _ = build("dno", setup, models, items=items, dno_win_rates=True)
+  np.testing.assert_allclose(np.asarray(batch.extra["reward"]), [0.9, 0.9, 0.2, 0.2])
 
 
 def test_dno_win_rate_labels(setup, models):
   batch, options = build("dno", setup, models, dno_win_rates=True)
   rates = losses.win_rate_rewards(jnp.asarray(preference_data.dno_preferences(
       ITEMS, 5, fmt="short")))
-  np.testing.assert_allclose(np.asarray(batch.extra["chosen_reward"]), np.asarray(rates[:, 0]))
-  np.testing.assert_allclose(np.asarray(batch.extra["chosen_reward"]), [1.0, 1.0])  # correct
-  assert np.all(np.asarray(batch.extra["rejected_reward"]) < 1.0)
+  reward_w, reward_l = halves(np.asarray(batch.extra["reward"]))
+  np.testing.assert_allclose(reward_w, np.asarray(rates[:, 0]))
+  np.testing.assert_allclose(reward_l, np.asarray(rates[:, 1]))
+  np.testing.assert_allclose(reward_w, [1.0, 1.0])   # the correct answer beats every other
+  assert np.all(reward_l < 1.0)
   logps_w, logps_l = halves(policy_logps(batch, models).sum(1))
   ref_w, ref_l = halves(batch.ref_logps)
   want = losses.dno_loss(logps_w, logps_l, ref_w, ref_l, beta=0.1,
@@ -249,7 +256,7 @@ def test_dno_win_rate_labels(setup, models):
 def test_sspo_degraded_rows_and_degree_logits(setup, models):
   batch, options = build("sspo", setup, models)
   n = batch.tokens.shape[0] // 2
-  labels = np.asarray(batch.extra["sspo_labels"])
+  labels = np.asarray(batch.extra["sspo_labels"])[n:]
   texts = [it["chosen"] for it in ITEMS] + [it["rejected"] for it in ITEMS]
   degraded = [TOK.decode(np.asarray(batch.tokens)[n + r, 1:][np.asarray(batch.loss_mask)[n + r]
                                                              > 0], skip_special_tokens=True)
@@ -265,7 +272,7 @@ def test_sspo_degraded_rows_and_degree_logits(setup, models):
   class_logits = logits[np.arange(n), last][:, np.array([4, 5, 6])]
   np.testing.assert_allclose(
       np.asarray(degree_logits(nnx.merge(graphdef, params), batch.tokens[n:],
-                               batch.attention_mask[n:], batch.extra["sspo_class_ids"])),
+                               batch.attention_mask[n:], batch.extra["sspo_class_ids"][n:])),
       np.asarray(class_logits), rtol=1e-5, atol=1e-6)
   logps_w, logps_l = halves(policy_logps(batch, models)[:n].sum(1))
   ref_w, ref_l = halves(batch.ref_logps[:n])

@@ -15,7 +15,8 @@ objective's `prepare` stage appended) and hands the summed or per-token log-prob
   sspo            dpo_loss + spo_ssl_loss   §7, + preference-degree classification
 
 Rows after [0, 2B), appended on the host by `prepare` before sharding (`rows_per_record` rows
-per pair); the reference scorer covers every row:
+per pair); the reference scorer covers every row. The `extra` fields these stages add are per
+row ([R, ...], as `types.PreferenceBatch` says), so they shard with the rows:
 
   kto   [2B, 4B)  each example's completion under another pair's prompt (the KL rows)
   treg  [2B, 4B)  chosen, rejected under the "better" prompt; [4B, 6B) under the "worse" one
@@ -141,6 +142,12 @@ def _texts(items, key):
   return [it[key] for it in items]
 
 
+def _per_row(x, rows: int):
+  """A per-pair field [B] tiled to its pair's two rows [2B] (already per row: unchanged)."""
+  x = np.asarray(x, np.float32)
+  return x if x.shape[0] == rows else np.tile(x, rows // x.shape[0])
+
+
 def _host_rng(rng) -> np.random.Generator:
   """A numpy generator seeded by a jax key (typed or raw uint32)."""
   if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
@@ -187,23 +194,24 @@ def cream_consistency_stage(arrays, extra, items, *, setup, options, rng):
   previous model), and C = `losses.cream_consistency` of the two (`cream_scores`). The pair
   labels are correct here, so C < 1 softens true labels: the stage exercises the regulariser, it
   does not filter label noise. Records with a `consistency` field (CREAM's offline stage run
-  with the models) keep theirs.
+  with the models) keep theirs. `extra["consistency"]` is per row [2B]: the pair's C twice.
   """
   del rng
+  rows = arrays["tokens"].shape[0]
   if "consistency" in extra:
-    return arrays, extra
+    return arrays, dict(extra, consistency=_per_row(extra["consistency"], rows))
   current, previous = preference_data.cream_scores(items, options.responses_per_question,
                                                    fmt=setup.data.fmt)
   c = losses.cream_consistency(jax.device_put(current), jax.device_put(previous))
-  return arrays, dict(extra, consistency=np.asarray(jax.device_get(c), np.float32))
+  return arrays, dict(extra, consistency=_per_row(jax.device_get(c), rows))
 
 
 def cream_objective(model, batch, *, beta: float, chunk_size: int = 1024):
-  """`losses.cream_loss` with the per-pair consistency `extra["consistency"]` [B]."""
+  """`losses.cream_loss` with each pair's consistency (`extra["consistency"]`, per row)."""
   logps_R, _ = _pair_logps(model, batch, batch.tokens.shape[0], chunk_size)
   (logps_w, logps_l), (ref_w, ref_l) = _split(logps_R), _split(batch.ref_logps)
-  return losses.cream_loss(logps_w, logps_l, ref_w, ref_l, batch.extra["consistency"],
-                           beta=beta)
+  consistency_B, _ = _split(batch.extra["consistency"])
+  return losses.cream_loss(logps_w, logps_l, ref_w, ref_l, consistency_B, beta=beta)
 
 
 def treg_rows(arrays, extra, items, *, setup, options, rng):
@@ -246,11 +254,11 @@ def treg_objective(model, batch, *, beta: float, treg_alpha: float, treg_token_r
       token_reduction=treg_token_reduction)
 
 
-DNO_REWARDS = ("chosen_reward", "rejected_reward")
+DNO_REWARDS = ("chosen_reward", "rejected_reward")   # record fields of a DNO annotation stage
 
 
 def dno_rewards_stage(arrays, extra, items, *, setup, options, rng):
-  """DNO's optional rewards r_t(y_w), r_t(y_l): the records' own, else win rates if asked.
+  """DNO's optional rewards r_t of each row's response, `extra["reward"]` [2B].
 
   Records with `chosen_reward` and `rejected_reward` (a DNO annotation stage) keep theirs.
   With `dno_win_rates` on the built-in task, r_t is each response's win rate among the N
@@ -259,39 +267,43 @@ def dno_rewards_stage(arrays, extra, items, *, setup, options, rng):
   """
   del rng
   if items and all(n in it for it in items for n in DNO_REWARDS):
-    return arrays, dict(extra, **{n: np.array([float(it[n]) for it in items], np.float32)
-                                  for n in DNO_REWARDS})
+    reward = [float(it["chosen_reward"]) for it in items] + [float(it["rejected_reward"])
+                                                             for it in items]
+    return arrays, dict(extra, reward=np.asarray(reward, np.float32))
   if not options.dno_win_rates:
     return arrays, extra
   prefs = preference_data.dno_preferences(items, options.responses_per_question,
                                           fmt=setup.data.fmt)
   rates_BxN = np.asarray(jax.device_get(losses.win_rate_rewards(jax.device_put(prefs))))
-  return arrays, dict(extra, chosen_reward=rates_BxN[:, 0], rejected_reward=rates_BxN[:, 1])
+  # Chosen responses sit at index 0 of each question's set, rejected ones at index 1.
+  return arrays, dict(extra, reward=np.concatenate([rates_BxN[:, 0], rates_BxN[:, 1]]))
 
 
 def dno_objective(model, batch, *, beta: float, chunk_size: int = 1024):
   """`losses.dno_loss` (eta = beta) against the reference, which in a one-round run is the
-  previous iterate pi_t; soft labels sig(r_w - r_l) when the batch has rewards."""
+  previous iterate pi_t; soft labels sig(r_w - r_l) when the batch has `extra["reward"]`."""
   logps_R, _ = _pair_logps(model, batch, batch.tokens.shape[0], chunk_size)
   (logps_w, logps_l), (ref_w, ref_l) = _split(logps_R), _split(batch.ref_logps)
-  return losses.dno_loss(logps_w, logps_l, ref_w, ref_l, beta=beta,
-                         chosen_rewards=batch.extra.get("chosen_reward"),
-                         rejected_rewards=batch.extra.get("rejected_reward"))
+  reward_w, reward_l = _split(batch.extra["reward"]) if "reward" in batch.extra else (None, None)
+  return losses.dno_loss(logps_w, logps_l, ref_w, ref_l, beta=beta, chosen_rewards=reward_w,
+                         rejected_rewards=reward_l)
 
 
 def sspo_rows(arrays, extra, items, *, setup, options, rng):
   """SPO's degraded rows [2B, 4B): chosen, rejected with k answer digits removed; label k.
 
-  On the arithmetic task the key content of a response is the digits of its answer.
-  `sspo_class_ids` [2B, K+1] are the token ids of the characters "0" .. "K".
+  On the arithmetic task the key content of a response is the digits of its answer. Per row
+  [4B]: `sspo_labels` (k of each degraded row; 0 on the pair rows, which the loss never reads)
+  and `sspo_class_ids` [4B, K+1], the token ids of the characters "0" .. "K".
   """
   k_max = options.sspo_max_removed
   chosen, rejected, labels = preference_data.degrade_pairs(items, k_max, _host_rng(rng))
-  rows = _rows(setup, _texts(items, "prompt"), chosen, rejected)
+  rows = _append_rows(arrays, _rows(setup, _texts(items, "prompt"), chosen, rejected),
+                      pad_id=tokenizers.pad_token_id(setup.tokenizer))
   class_ids = preference_data.digit_token_ids(setup.tokenizer, k_max)
-  extra = dict(extra, sspo_labels=labels,
-               sspo_class_ids=np.tile(class_ids[None], (labels.shape[0], 1)))
-  return _append_rows(arrays, rows, pad_id=tokenizers.pad_token_id(setup.tokenizer)), extra
+  extra = dict(extra, sspo_labels=np.concatenate([np.zeros_like(labels), labels]),
+               sspo_class_ids=np.tile(class_ids[None], (rows["tokens"].shape[0], 1)))
+  return rows, extra
 
 
 def degree_logits(model, tokens, attention_mask, class_ids):
@@ -321,8 +333,8 @@ def sspo_objective(model, batch, *, beta: float, sspo_weight: float, chunk_size:
   pair_loss, metrics = losses.dpo_loss(logps_w, logps_l, ref_w, ref_l, beta=beta,
                                        loss_type="sigmoid")
   class_logits = degree_logits(model, batch.tokens[n:], batch.attention_mask[n:],
-                               batch.extra["sspo_class_ids"])
-  ssl_loss, ssl_metrics = losses.spo_ssl_loss(class_logits, batch.extra["sspo_labels"])
+                               batch.extra["sspo_class_ids"][n:])
+  ssl_loss, ssl_metrics = losses.spo_ssl_loss(class_logits, batch.extra["sspo_labels"][n:])
   return pair_loss + sspo_weight * ssl_loss, {**metrics, **ssl_metrics}
 
 
