@@ -152,6 +152,19 @@ def check_fields(obj: Objective, extra: Mapping[str, Any], loss_type: str) -> No
                        f"data does not provide; it comes from {source}.")
 
 
+def task_accuracy(setup: Setup, problems: list, state, rng) -> dict:
+  """Greedy held-out accuracy of `state.params` on `problems` ({} if there are none)."""
+  if not problems:
+    return {}
+  from rewardjax.evaluation import accuracy  # noqa: PLC0415 (pulls in the sampler)
+
+  d = setup.data
+  return accuracy.task_accuracy(
+      state.graphdef, state.params, setup.tokenizer, problems, rng, fmt=d.fmt,
+      max_new_tokens=setup.sampling.max_new_tokens, batch_size=setup.eval_batch_size,
+      bucket=d.bucket, max_prompt_length=d.max_prompt_length)
+
+
 def language_model_params(lm_params, rng):
   """`init_params` of algorithms whose model is the language model itself."""
   del rng

@@ -24,7 +24,6 @@ from rewardjax import advantages as advantages_lib
 from rewardjax import losses, rollouts, sharding, update
 from rewardjax.algorithms import base
 from rewardjax.data import tokenizers
-from rewardjax.evaluation import accuracy
 from rewardjax.models import transformer
 from rewardjax.rewards import composition, shaping
 from rewardjax.types import RolloutBatch
@@ -308,14 +307,7 @@ def build(options, setup: base.Setup) -> base.Program:
       scale_rewards=options.scale_rewards, reward_kl_coef=options.reward_kl_coef))
   heldout = list(setup.problems.get("heldout") or setup.records.get("heldout") or [])
 
-  def evaluate(state, rng):
-    if not heldout:
-      return {}
-    d = setup.data
-    return accuracy.task_accuracy(
-        state.graphdef, state.params, setup.tokenizer, heldout, rng, fmt=d.fmt,
-        max_new_tokens=setup.sampling.max_new_tokens, batch_size=setup.eval_batch_size,
-        bucket=d.bucket, max_prompt_length=d.max_prompt_length)
+  evaluate = functools.partial(base.task_accuracy, setup, heldout)
 
   return base.Program(
       model_fn=lambda rngs: transformer.Transformer(setup.model, rngs=rngs),

@@ -19,7 +19,6 @@ from rewardjax import sharding, update
 from rewardjax.algorithms import base
 from rewardjax.algorithms.preference_objectives import DEFAULTS, OBJECTIVES
 from rewardjax.data import tasks, tokenizers
-from rewardjax.evaluation import accuracy
 from rewardjax.models import transformer
 from rewardjax.types import PreferenceBatch
 
@@ -135,13 +134,7 @@ def build(options, setup: base.Setup) -> base.Program:
       margin = margin * (options.beta if state.ref_params is not None else 1.0)
       out.update(preference_accuracy=float(np.mean(margin > 0)),
                  implicit_reward_margin=float(np.mean(margin)))
-    if problems:
-      d = setup.data
-      out.update(accuracy.task_accuracy(
-          state.graphdef, state.params, setup.tokenizer, problems, rng, fmt=d.fmt,
-          max_new_tokens=setup.sampling.max_new_tokens, batch_size=setup.eval_batch_size,
-          bucket=d.bucket, max_prompt_length=d.max_prompt_length))
-    return out
+    return {**out, **base.task_accuracy(setup, problems, state, rng)}
 
   return base.Program(
       model_fn=lambda rngs: transformer.Transformer(setup.model, rngs=rngs),

@@ -15,7 +15,6 @@ import numpy as np
 from rewardjax import sharding, update
 from rewardjax.algorithms import base
 from rewardjax.data import tasks, tokenizers
-from rewardjax.evaluation import accuracy
 from rewardjax.models import transformer
 from rewardjax.types import SequenceBatch
 
@@ -77,14 +76,7 @@ def build(options, setup: base.Setup) -> base.Program:
   stream = RecordStream(examples, setup.batch_size, setup.seed)
   heldout = list(setup.problems.get("heldout") or [])
 
-  def evaluate(state, rng):
-    if not heldout:
-      return {}
-    d = setup.data
-    return accuracy.task_accuracy(
-        state.graphdef, state.params, setup.tokenizer, heldout, rng, fmt=d.fmt,
-        max_new_tokens=setup.sampling.max_new_tokens, batch_size=setup.eval_batch_size,
-        bucket=d.bucket, max_prompt_length=d.max_prompt_length)
+  evaluate = functools.partial(base.task_accuracy, setup, heldout)
 
   return base.Program(
       model_fn=lambda rngs: transformer.Transformer(setup.model, rngs=rngs),
