@@ -307,6 +307,17 @@ def test_program_builds_a_batch_on_the_mesh(name, problems, setup, options):
   assert set(rmo.OBJECTIVES[name].needs) <= set(batch.extra)
 
 
+@pytest.mark.parametrize("kind", sorted(rmo.RECORDS))
+def test_heldout_rows_are_chosen_then_rejected(kind, setup):
+  pairs = tasks.preference_pairs(tasks.problems(3, split="heldout"))
+  arrays, _ = rmo.RECORDS[kind].heldout_arrays(pairs, setup=setup)
+  texts = setup.tokenizer.batch_decode(arrays["tokens"], skip_special_tokens=True)
+  assert len(texts) == 2 * len(pairs)
+  for p, chosen, rejected in zip(pairs, texts[:3], texts[3:]):
+    assert chosen.endswith(p["prompt"] + p["chosen"])  # POLAR puts the reference before
+    assert rejected.endswith(p["prompt"] + p["rejected"])
+
+
 def test_feature_views_are_inverted_dropout():
   features = jnp.ones((64, 16))
   views = rmo.feature_views(features, jax.random.key(0), 0.25)

@@ -62,16 +62,20 @@ def _sampler_ratio(logps_BxT, sampler_logps_BxT, mask_BxT) -> dict:
           "sampler/ratio_max_deviation": jnp.max(jnp.abs(ratio - 1.0) * m)}
 
 
-def policy_objective(model, batch: RolloutBatch, *, loss_type: str, beta: float,
-                     kl_estimator: str, epsilon_low: float, epsilon_high: float, delta: float,
-                     importance_sampling_level: str, entropy_coeff: float,
-                     log_ratio_clip: float, advantage_filter: float, tis_cap: float,
-                     max_completion_length: int, chunk_size: int = 1024):
-  """`losses.grpo_loss` of the model's completion log-probs; 0-valued options are off.
+# Options whose 0 means "off", passed to `losses.grpo_loss` as None.
+_ZERO_IS_OFF = ("delta", "log_ratio_clip", "advantage_filter")
 
-  With `tis_cap` > 0 (truncated importance sampling, verl), each token's surrogate is weighted
-  by min(pi_old / pi_sampler, cap), constant; the surrogate is linear in A, so the weight
-  multiplies the advantages. Adds the sampler ratio metrics (`sampler/*`).
+
+def policy_objective(model, batch: RolloutBatch, *, tis_cap: float, max_completion_length: int,
+                     chunk_size: int = 1024, **loss_options):
+  """`losses.grpo_loss` of the model's completion log-probs.
+
+  `loss_options` are `grpo_loss`'s keyword options (loss_type, beta, kl_estimator, epsilons,
+  delta, importance_sampling_level, entropy_coeff, log_ratio_clip, advantage_filter); 0-valued
+  delta / log_ratio_clip / advantage_filter are off. With `tis_cap` > 0 (truncated importance
+  sampling, verl), each token's surrogate is weighted by min(pi_old / pi_sampler, cap),
+  constant; the surrogate is linear in A, so the weight multiplies the advantages. Adds the
+  sampler ratio metrics (`sampler/*`).
   """
   completion_length = batch.completion_mask.shape[1]
   prompt_length = batch.tokens.shape[1] - completion_length
@@ -84,14 +88,10 @@ def policy_objective(model, batch: RolloutBatch, *, loss_type: str, beta: float,
     weight_BxT = jnp.minimum(jnp.exp(batch.old_logprobs - batch.sampler_logprobs), tis_cap)
     advantages = (advantages[:, None] if advantages.ndim == 1 else advantages) * weight_BxT
     extra["sampler/tis_weight_mean"] = jnp.mean(weight_BxT)
+  options = {k: (v or None) if k in _ZERO_IS_OFF else v for k, v in loss_options.items()}
   loss, metrics = losses.grpo_loss(
       logps_BxT, batch.old_logprobs, batch.ref_logprobs, advantages, batch.completion_mask,
-      loss_type=loss_type, epsilon_low=epsilon_low, epsilon_high=epsilon_high,
-      delta=delta or None, beta=beta, kl_estimator=kl_estimator,
-      importance_sampling_level=importance_sampling_level,
-      max_completion_length=max_completion_length, entropy=entropy_BxT,
-      entropy_coeff=entropy_coeff, log_ratio_clip=log_ratio_clip or None,
-      advantage_filter=advantage_filter or None)
+      max_completion_length=max_completion_length, entropy=entropy_BxT, **options)
   return loss, {**metrics, **extra}
 
 

@@ -15,7 +15,6 @@ from flax import nnx
 
 from rewardjax import sharding, update
 from rewardjax.algorithms import base
-from rewardjax.algorithms.preference import pair_arrays
 from rewardjax.algorithms.reward_model_objectives import DEFAULTS, OBJECTIVES, RECORDS
 from rewardjax.data import tasks
 from rewardjax.models import heads
@@ -63,9 +62,8 @@ def build(options, setup: base.Setup) -> base.Program:
     del rng
     if not heldout:
       return {}
-    tokens, attention_mask, _ = pair_arrays(
-        setup.tokenizer, [p["prompt"] for p in heldout], [p["chosen"] for p in heldout],
-        [p["rejected"] for p in heldout], data=setup.data)
+    arrays, _ = records.heldout_arrays(heldout, setup=setup)
+    tokens, attention_mask = arrays["tokens"], arrays["attention_mask"]
     scores = sharding.gather(score(state.graphdef, state.params,
                                    *sharding.feed((tokens, attention_mask))))
     chosen, rejected = scores[:len(heldout)], scores[len(heldout):]

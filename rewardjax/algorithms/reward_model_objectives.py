@@ -56,9 +56,6 @@ DEFAULTS = dict(
 YOJO_SEPARATOR = "|"
 
 
-# ---------------------------------------------------------------- forward pieces
-
-
 def _scores(model, batch) -> jax.Array:
   """[R] reward of each row: the head on the last real token."""
   return model(batch.tokens, attention_mask=batch.attention_mask)
@@ -85,9 +82,6 @@ def _prefixed(prefix: str, metrics: dict) -> dict:
 def _step_key(batch) -> jax.Array:
   # Every row holds the same key (`add_step_key`); row 0's is as good as any.
   return jax.random.wrap_key_data(batch.extra["key"][0])
-
-
-# ---------------------------------------------------------------- objectives
 
 
 def bt_objective(model, batch, *, center_rewards_coefficient: float):
@@ -227,26 +221,6 @@ def add_step_key(arrays, extra, items, *, setup, options, rng):
   return arrays, {**extra, "key": np.repeat(key_1xK, arrays["tokens"].shape[0], axis=0)}
 
 
-# ---------------------------------------------------------------- records
-
-
-@dataclasses.dataclass(frozen=True)
-class Records:
-  """One kind of reward-model records.
-
-  builtin: `builtin(problems, *, fmt, seed, options) -> records` from the built-in task.
-  arrays: `arrays(items, *, setup) -> (token arrays dict, extra dict)` on the host; every array
-    has leading dim R = `rows(len(items), options)`.
-  rows: `rows(batch_size, options) -> rows per update`.
-  heldout_arrays: the rows of held-out pairs `{"prompt", "chosen", "rejected"}` that a model
-    trained on this kind scores (chosen rows, then rejected rows).
-  """
-  builtin: Callable
-  arrays: Callable
-  rows: Callable
-  heldout_arrays: Callable | None = None
-
-
 def _rows(setup, prompts: Sequence[str], completions: Sequence[str]) -> dict:
   """Token arrays of the rows (prompt_i | completion_i): prompts left-padded and completions
   right-padded (EOS appended) as `preference.pair_arrays` lays them out; loss_mask[j] = 1 where
@@ -284,6 +258,25 @@ def _pair_arrays(items, *, setup):
     extra["labels"] = np.array([float(it["chosen_label"]) for it in items]
                                + [float(it["rejected_label"]) for it in items], np.float32)
   return arrays, extra
+
+
+@dataclasses.dataclass(frozen=True)
+class Records:
+  """One kind of reward-model records.
+
+  builtin: `builtin(problems, *, fmt, seed, options) -> records` from the built-in task.
+  arrays: `arrays(items, *, setup) -> (token arrays dict, extra dict)` on the host; every array
+    has leading dim R = `rows(len(items), options)`.
+  rows: `rows(batch_size, options) -> rows per update`.
+  heldout_arrays: `heldout_arrays(pairs, *, setup) -> (arrays, extra)`, the rows (chosen rows,
+    then rejected rows) in which a model trained on this kind scores held-out pairs
+    `{"prompt", "chosen", "rejected"}`; plain pair rows unless the kind packs more (POLAR's
+    reference).
+  """
+  builtin: Callable
+  arrays: Callable
+  rows: Callable
+  heldout_arrays: Callable = _pair_arrays
 
 
 def _pair_rows(batch_size, options):

@@ -318,8 +318,7 @@ def ranked_responses(items: Sequence[dict], k: int = 4, *, fmt: str = "short",
   return lists
 
 
-# ---------------------------------------------------------------- reward-model record kinds
-# Built-in records for the reward-model objectives beyond plain pairs
+# Reward-model record kinds: built-in records for the objectives beyond plain pairs
 # (`rewardjax/algorithms/reward_model_objectives.py`). Each reuses the wrong answers of
 # `preference_pairs` (rng default_rng([seed, i]) for item i), so a kind's pairs are the plain
 # pairs plus its own field.

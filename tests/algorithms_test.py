@@ -1,4 +1,4 @@
-"""Glue of the trunk, each with a value: sampler/trainer ratio, pair layout, minibatches,
+"""The trunk's glue, each with a value: sampler/trainer ratio, pair layout, minibatches,
 dynamic sampling, per-item weights, and one update's exact parameter change."""
 
 import jax
@@ -139,3 +139,22 @@ def test_one_update_moves_params_by_the_first_adam_step():
     np.testing.assert_allclose(np.asarray(new) - np.asarray(old),
                                -lr * g / (np.abs(g) + eps), rtol=1e-4, atol=1e-9)
   assert int(new_state.step) == 1
+
+
+def test_a_batch_without_a_needed_field_names_it_and_its_source():
+  obj = base.Objective(loss=sft.nll_objective, needs={"is_tie": "tie pairs (tasks.tie_pairs, or an "
+                                                   "'is_tie' column in the data)"})
+  with pytest.raises(ValueError, match=r"needs the batch field 'is_tie'.*tie pairs"):
+    base.check_fields(obj, {"margin": np.zeros(2)}, "win_tie")
+  base.check_fields(obj, {"is_tie": np.zeros(2)}, "win_tie")  # present: no error
+
+
+def test_an_unknown_algorithm_or_algo_field_lists_the_valid_ones():
+  from rewardjax import algorithms  # noqa: PLC0415
+  with pytest.raises(ValueError, match=r"valid: \['dpo', 'grpo', 'reward_model', 'sft'\]"):
+    algorithms.get("ppo")
+  config = grpo_config.get_config("smoke")
+  with config.unlocked():
+    config.algo.label_smoothing = 0.1   # a DPO field: GRPO does not read it
+  with pytest.raises(ValueError, match="label_smoothing.*does not read"):
+    train.make_job(config, train.sharding.make_mesh(-1, 1, 1))
