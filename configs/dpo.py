@@ -45,7 +45,7 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, choices={"variant": VARIANTS, "size": common.MODELS},
                          variant="sigmoid", size="tiny", smoke=False)
   c = base.get_config(smoke=arg.smoke, size=arg.size, algorithm="dpo")
-  c.algo.update(beta=0.1, **VARIANTS[arg.variant])
+  c.algo.update(VARIANTS[arg.variant])
   if not arg.smoke:
     c.data.update(difficulty=1, num_train=20_000, num_eval=256)
     c.warmstart.update(steps=2500, batch_size=128, learning_rate=1e-3)

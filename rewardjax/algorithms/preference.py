@@ -42,8 +42,10 @@ def pair_arrays(tokenizer, prompts: Sequence[str], first: Sequence[str], second:
 
 
 def record_fields(items: Sequence[dict], names: Iterable[str]) -> dict:
-  """Per-pair numeric fields of the records, as float32 [B] arrays (only those present)."""
-  return {n: np.array([float(it[n]) for it in items], np.float32) for n in names
+  """Per-pair numeric fields of the records, one entry per row ([2B]: the pair's value on its
+  chosen and its rejected row), so they split over the mesh like the rows (only those present).
+  """
+  return {n: np.tile(np.array([float(it[n]) for it in items], np.float32), 2) for n in names
           if items and all(n in it for it in items)}
 
 
@@ -54,14 +56,19 @@ def preference_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, str
   tokens, attention_mask, loss_mask = pair_arrays(
       setup.tokenizer, [it["prompt"] for it in items], [it["chosen"] for it in items],
       [it["rejected"] for it in items], data=setup.data)
-  extra = record_fields(items, obj.needs)
+  extra = record_fields(items, tuple(obj.needs))
   arrays = {"tokens": tokens, "attention_mask": attention_mask, "loss_mask": loss_mask}
   if obj.prepare is not None:  # objective-specific host stage (extra rows or fields)
     arrays, extra = obj.prepare(arrays, extra, items, setup=setup, options=options,
                                 rng=jax.random.fold_in(rng, step))
   arrays, extra = sharding.shard_batch((arrays, extra), setup.mesh)
+  rows = (arrays["tokens"], arrays["attention_mask"], arrays["loss_mask"])
+  if "ref_token_logps" in obj.needs:  # per-token reference log-probs of every row (T-REG)
+    extra["ref_token_logps"] = ref_fn(state, *rows, per_token=True)
+    ref_logps = extra["ref_token_logps"].sum(axis=1)
+  else:
+    ref_logps = ref_fn(state, *rows)
   base.check_fields(obj, extra, options.loss_type)
-  ref_logps = ref_fn(state, arrays["tokens"], arrays["attention_mask"], arrays["loss_mask"])
   return PreferenceBatch(ref_logps=ref_logps, extra=extra, **arrays), {}
 
 
@@ -76,28 +83,34 @@ def make_step(options, *, chunk_size: int = 1024):
 
 
 def reference_scorer(chunk_size: int):
-  """`ref_fn(state, tokens, attention_mask, loss_mask) -> [R]` summed reference log-probs
-  (zeros without a reference: reference-free objectives never read them)."""
-  @functools.partial(jax.jit, static_argnames=("graphdef",))
-  def summed(params, tokens, attention_mask, loss_mask, *, graphdef):
-    logps, _ = update.sequence_logps(nnx.merge(graphdef, params), tokens, attention_mask,
-                                     loss_mask, chunk_size=chunk_size)
-    return jax.lax.stop_gradient(logps)
+  """`ref_fn(state, tokens, attention_mask, loss_mask, per_token=False)` -> summed reference
+  log-probs [R], or masked per-token ones [R, L-1] with `per_token` (zeros without a reference:
+  reference-free objectives never read them)."""
+  @functools.partial(jax.jit, static_argnames=("graphdef", "per_token"))
+  def score(params, tokens, attention_mask, loss_mask, *, graphdef, per_token):
+    logps_RxL = update.all_token_logprobs(nnx.merge(graphdef, params), tokens, attention_mask,
+                                          chunk_size=chunk_size) * loss_mask
+    return jax.lax.stop_gradient(logps_RxL if per_token else logps_RxL.sum(axis=1))
 
-  def ref_fn(state, tokens, attention_mask, loss_mask, params=None):
+  def ref_fn(state, tokens, attention_mask, loss_mask, params=None, per_token=False):
     params = state.ref_params if params is None else params
     if params is None:
-      return jax.numpy.zeros(tokens.shape[:1], jax.numpy.float32)
-    return summed(params, tokens, attention_mask, loss_mask, graphdef=state.graphdef)
+      zeros = np.zeros(loss_mask.shape if per_token else tokens.shape[:1], np.float32)
+      mesh = getattr(tokens.sharding, "mesh", None)
+      # Placed like the rows: the jitted step's in_shardings expect batch-sharded ref_logps.
+      return jax.device_put(zeros, None if mesh is None else
+                            sharding.batch_sharding(mesh, zeros.ndim))
+    return score(params, tokens, attention_mask, loss_mask, graphdef=state.graphdef,
+                 per_token=per_token)
 
   return ref_fn
 
 
 def builtin_pairs(problems: Sequence[dict], obj: base.Objective, *, fmt: str, seed: int,
                   pairs_per_question: int) -> list[dict]:
-  """The built-in task's records for `obj` (`obj.records`: "pairs" or "ranked_pairs")."""
-  if obj.records == "ranked_pairs":
-    return tasks.ranked_pairs(problems, fmt=fmt, seed=seed)
+  """The built-in task's pairs (every DPO-family objective trains on "pairs"; objectives that
+  need more rows or fields add them in their `prepare` stage)."""
+  del obj
   return tasks.preference_pairs(problems, fmt=fmt, seed=seed,
                                 pairs_per_question=pairs_per_question)
 
