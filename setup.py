@@ -23,7 +23,6 @@ setuptools.setup(
         "tokenizers>=0.21",
         "safetensors>=0.5",
         "numpy>=1.26",
-        "tqdm>=4.66",
         "absl-py>=2.1",
         "tensorboardX>=2.6",
     ],

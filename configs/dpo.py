@@ -1,20 +1,19 @@
 """DPO family on built-in synthetic preference pairs (DPO, arXiv 2305.18290). Pairs: a correct
-and a plausible wrong answer to the same problem. Each variant names its spec section in
-papers/policy.md and its paper:
+and a plausible wrong answer to the same problem. Each variant names its paper:
 
   sigmoid, hinge, ipo, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down,
   discopop, sft, sigmoid_norm, cdpo, robust, exo_pair
-                 §15.2, the TRL `DPOTrainer` loss types (IPO arXiv 2310.12036, cDPO, rDPO
+                 the TRL `DPOTrainer` loss types (IPO arXiv 2310.12036, cDPO, rDPO
                  2403.00409, SLiC 2305.10425, NCA 2402.05369, BCO 2404.04656, SPPO 2405.00675,
                  AOT 2406.05882, APO 2408.06266, DiscoPOP 2406.08414, EXO 2402.00856)
-  simpo          §15.3, SimPO arXiv 2405.14734 (reference-free; TRL CPOTrainer defaults)
-  orpo           §15.4, ORPO arXiv 2403.07691 (reference-free)
-  kto            §15.5, KTO arXiv 2402.01306 (pairs as unpaired examples + mismatched KL rows)
-  cream          §5, CREAM arXiv 2410.12735 (consistency-regularised soft labels)
-  treg           §8, T-REG arXiv 2412.02685 (token-reward regulariser; needs per-token
+  simpo          SimPO arXiv 2405.14734 (reference-free; TRL CPOTrainer defaults)
+  orpo           ORPO arXiv 2403.07691 (reference-free)
+  kto            KTO arXiv 2402.01306 (pairs as unpaired examples + mismatched KL rows)
+  cream          CREAM arXiv 2410.12735 (consistency-regularised soft labels)
+  treg           T-REG arXiv 2412.02685 (token-reward regulariser; needs per-token
                  reference log-probs in the batch)
-  dno            §9, DNO arXiv 2404.03715 (DNO-Prct: reference = previous iterate)
-  sspo           §7, SPO (self-supervised preference degrees) arXiv 2409.17791
+  dno            DNO arXiv 2404.03715 (DNO-Prct: reference = previous iterate)
+  sspo           SPO (self-supervised preference degrees) arXiv 2409.17791
 
     python launch/train.py --config=configs/dpo.py --workdir=/tmp/dpo
     python launch/train.py --config=configs/dpo.py:variant=ipo,smoke --workdir=/tmp/ipo

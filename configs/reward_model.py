@@ -18,23 +18,23 @@ records, so e.g. `margin` trains on pairs that carry a margin):
                     2307.09288 §3.2.2 (eq. 2).
   label_flip        MOSS-RLHF II recipe "flip": pairs with negative ensemble preference strength
                     have their labels flipped. Secrets of RLHF II, arXiv 2401.06080 §2 (label
-                    flipping; papers/reward.md §2.3).
+                    flipping).
   label_smoothing   recipe "Soft Label + Margin": label smoothing alpha = label_smoothing (0.1)
                     on the negative-strength pairs plus the adaptive margin on all pairs.
-                    arXiv 2401.06080 §2 (eq. 5; papers/reward.md §2.4, §2.6).
+                    arXiv 2401.06080 §2 (eq. 5).
   adaptive_margin   recipe "Margin": the ensemble strength as a margin on every pair. arXiv
-                    2401.06080 §2 (eq. 6, read with the margin inside log σ; papers/reward.md §2.5).
+                    2401.06080 §2 (eq. 6, read with the margin inside log σ).
                     The three denoising variants train on built-in pairs with label_noise (20%)
                     swapped labels; the preference strength is the mean margin of an ensemble of
                     ensemble_size (10) cheap scorers that misjudge a question with probability
-                    ensemble_error (tasks.noisy_preference_pairs; papers/reward.md §2.2).
+                    ensemble_error (tasks.noisy_preference_pairs).
   contrastive       bt + SimCSE (beta 1, tau 0.05) on the last-token features of all rows, two
                     dropout-0.05 views. arXiv 2401.06080 §3 (contrastive learning for reward
-                    modeling; papers/reward.md §2.7). The backbone has no dropout, so the views
+                    modeling). The backbone has no dropout, so the views
                     are dropped out on the features fed to the head.
   win_tie           SoliReward BT with win-tie (paper form): Pass beats Fail, two Pass responses
                     tie (cross-prompt pairs of correct answers, tie_fraction 0.5). arXiv
-                    2512.22170 (BT-WT loss; papers/reward.md §3.2-3.3).
+                    2512.22170 (BT-WT loss, cross-prompt pairing).
   k_choose_2        all C(K, 2) pairs of K = num_responses (4) ranked responses per prompt, one
                     prompt = one element. arXiv 2203.02155 §3.5 (eq. 1).
   plackett_luce     Plackett-Luce / ListMLE likelihood of the same rankings. DPO, arXiv
@@ -44,12 +44,12 @@ records, so e.g. `margin` trains on pairs that carry a margin):
                     and the fine-tuning form (ranked triple, top = reference). arXiv 2507.05197
                     §3.3-3.4.
   yojo              YOJO: the K responses packed in one row, K-way softmax cross-entropy on the
-                    best one, each list in two orders. arXiv 2604.10966 (papers/reward.md §6).
+                    best one, each list in two orders. arXiv 2604.10966.
   goal_conditioned  bt + the goal-conditioned contrastive loss on hidden states (beta 0.5, 16
-                    position pairs). Nath et al., arXiv 2407.13887 (papers/reward.md §7.3-7.4).
+                    position pairs). Nath et al., arXiv 2407.13887.
   pointwise         binary cross-entropy with the reward as the logit: label 1 for correct, 0
                     for wrong responses. GenRM, arXiv 2408.15240; SoliReward's BCE term, arXiv
-                    2512.22170 (papers/reward.md §3.4, §15.3).
+                    2512.22170 (official code lian700/SoliReward `loss.py`).
 """
 
 from configs import base, common

@@ -1,4 +1,4 @@
-"""SPARK: one model as policy and generative judge (arXiv 2509.22624; papers/policy.md §2).
+"""SPARK: one model as policy and generative judge (arXiv 2509.22624).
 
     python launch/train.py --config=configs/spark.py --workdir=/tmp/spark
     python launch/train.py --config=configs/spark.py:grpo_only --workdir=/tmp/spark_grpo
@@ -33,7 +33,8 @@ VARIANTS = {
     "grpo_only": dict(recycle=False),
 }
 
-# The official objective (policy §2.2), shared by both variants.
+# The official objective (InternLM/Spark `loss.py` and its 7B training script), shared by both
+# variants.
 SPARK_ALGO = dict(loss_type="bnpo", beta=0.001, kl_estimator="low_var_kl", epsilon_low=0.2,
                   epsilon_high=0.2, advantage="grpo", scale_rewards="group",
                   dynamic_sampling=False, num_iterations=1, num_minibatches=1)
@@ -72,7 +73,7 @@ def get_config(arg=None):
     c.optim.update(learning_rate=5e-7, warmup_steps=0)
   c.recipe_args = ml_collections.ConfigDict(dict(
       VARIANTS[arg.variant],
-      pointwise_prob=0.3,         # mixed groups: pointwise w.p. 0.3, else pairwise (§2.4)
+      pointwise_prob=0.3,         # mixed groups: pointwise w.p. 0.3, else pairwise (official code)
       judge_weight=1.0,           # loss weight of judge items; 1 = the paper (no weights)
       # Judge / reflection examples added to the warm start (tiny model only; HF models
       # already know the formats): "random" verdicts teach the format, "true" verification.
@@ -80,7 +81,7 @@ def get_config(arg=None):
       format_warmstart_labels="true",
       eval_problems=128 if not arg.smoke else 4,   # held-out problems for the self-judging eval
       eval_samples=4 if not arg.smoke else 2,      # K sampled answers each (judge set, best-of-K)
-      max_round=2,                                 # test-time self-reflection rounds (§2.6)
+      max_round=2,                                 # test-time self-reflection rounds (official)
   ))
   # Read from the fields they mirror, so command-line overrides of those fields follow.
   c.recipe_args.group_size = c.rollout.get_ref("num_generations")

@@ -89,10 +89,10 @@ for key in ("accuracy", "judge_accuracy", "reflection_fix_rate", "self_reflectio
 # ## 3. One recycling step on real rollouts
 #
 # Sample G completions for P training prompts with the trained model, score them with the
-# verifier, and recycle them exactly as an infer step does (policy §2.4): judge items first
-# (pointwise with probability 0.3 for mixed groups, else pairwise; all-correct and all-wrong
-# groups give one pointwise item), then reflection items (CoT for the first half of the
-# prompts, answer reflection for the second), each capped at P/2.
+# verifier, and recycle them exactly as an infer step does (official code InternLM/Spark
+# `new_data_gen.py`): judge items first (pointwise with probability 0.3 for mixed groups, else
+# pairwise; all-correct and all-wrong groups give one pointwise item), then reflection items
+# (CoT for the first half of the prompts, answer reflection for the second), each capped at P/2.
 
 # %%
 model = hf.from_pretrained(os.path.join(workdir, "hf"))
@@ -124,8 +124,8 @@ for it in recycled:
 #
 # Greedy: answer, judge the answer with pointwise template #1, and if the verdict is not "Y",
 # re-answer with an "incorrect answer, solve again" reflection prompt, up to `max_round = 2`
-# times (policy §2.6). (`train.run` above also reported best-of-N: the sample whose "Y" verdict
-# the model's own judge finds most likely.)
+# times (official code InternLM/Spark `evaluation_tts.py`). (`train.run` above also reported
+# best-of-N: the sample whose "Y" verdict the model's own judge finds most likely.)
 
 # %%
 heldout = problems["heldout"][:8 if TINY else 64]

@@ -1,7 +1,7 @@
 """Advantage estimators: group-normalised (GRPO), leave-one-out (RLOO), GAE, step-level (OPRL).
 
 Rollouts of one prompt are contiguous, so a `[B]` reward vector reshapes to `[P, G]`
-(policy §0.1) and every group statistic is a reshape plus a reduction: no segment ops, static
+(verl/TRL layout) and every group statistic is a reshape plus a reduction: no segment ops, static
 shapes, jit-friendly. Rewards are constants; the estimators are differentiable only so that tests
 can check their gradients.
 
@@ -82,7 +82,7 @@ def group_advantages(rewards: Float[Array, " B"], group_size: int, *, scale_rewa
 
   References:
     DeepSeekMath, arXiv 2402.03300, §4.1.2 (outcome supervision); Dr. GRPO, arXiv 2503.20783,
-    §3.2; policy.md §0.4.
+    §3.2; TRL `GRPOTrainer` (`scale_rewards="group"`).
 
   >>> r = jnp.array([1.0, 0.0, 0.0, 1.0])
   >>> [round(float(a), 4) for a in group_advantages(r, 4, eps=1e-6)]  # std = sqrt(1/3)
@@ -117,7 +117,8 @@ def dr_grpo_advantages(rewards: Float[Array, " B"], group_size: int) -> Float[Ar
   Normalisers: group mean over G only.
 
   References:
-    Dr. GRPO, arXiv 2503.20783, §3.2; policy.md §1.4.
+    Dr. GRPO, arXiv 2503.20783, §3.2; official code sail-sg/understand-r1-zero
+    `train_zero_math.py`.
 
   >>> [float(a) for a in dr_grpo_advantages(jnp.array([1.0, 0.0, 0.0, 1.0]), 4)]
   [0.5, -0.5, -0.5, 0.5]
@@ -183,7 +184,7 @@ def group_keep_mask(rewards: Float[Array, " B"], group_size: int) -> Bool[Array,
     [P] bool, True = keep. Equality is exact (max == min), not a std threshold.
 
   References:
-    DAPO, arXiv 2503.14476, §3.2 (Eq. 11, 0 < |correct| < G); policy.md §1.5.
+    DAPO, arXiv 2503.14476, §3.2 (Eq. 11, 0 < |correct| < G); verl DAPO recipe `recipe/dapo`.
 
   >>> group_keep_mask(jnp.array([1.0, 1.0, 0.0, 1.0, 0.0, 0.0]), 2).tolist()
   [False, True, False]
@@ -212,7 +213,8 @@ def masked_whiten(values: Float[Array, "B T"], mask: Shaped[Array, "B T"], *,
   as TRL/verl `masked_var(unbiased=True)`), eps=1e-8 inside the sqrt. All-masked input gives 0.
 
   References:
-    TRL / verl `masked_whiten`; policy.md §13.2 (REINFORCE++ global whitening).
+    TRL / verl `masked_whiten`; REINFORCE++ global whitening (arXiv 2501.03262), as in the
+    official StableReinforce code yfzhang114/r1_reward `replay_buffer.py`.
 
   >>> x = jnp.array([[1.0, 3.0, 100.0]]); m = jnp.array([[1.0, 1.0, 0.0]])
   >>> [round(float(v), 4) for v in masked_whiten(x, m)[0]]  # mean 2, var 2
@@ -339,7 +341,7 @@ def step_advantages(step_rewards: Float[Array, "B K"], step_mask: Shaped[Array, 
   The mean and std run over every valid step of the group's G rollouts (DeepSeekMath process
   supervision; OPRL's A^S). `cumulative=True` gives DeepSeekMath's token advantage (the sum of the
   normalised rewards of the steps ending at or after it); OPRL uses the step's own normalised
-  reward (cumulative=False) [policy.md §14.5: OPRL's exact normalisation is unverified].
+  reward (cumulative=False) [OPRL's exact normalisation is unverified].
 
   Args:
     step_rewards: [B, K] reward of step k of rollout b (e.g. OPRL's implicit PRM reward
@@ -355,7 +357,7 @@ def step_advantages(step_rewards: Float[Array, "B K"], step_mask: Shaped[Array, 
   Normalisers: mean over the n valid steps of the group, std with ddof=1 (max(n - 1, 1)), eps=1e-4.
 
   References:
-    DeepSeekMath, arXiv 2402.03300, §4.1.3; OPRL, arXiv 2509.19199, §3 (A^S); policy.md §1.2, §14.5.
+    DeepSeekMath, arXiv 2402.03300, §4.1.3; OPRL, arXiv 2509.19199, §3 (A^S).
 
   >>> r = jnp.array([[1.0, 3.0], [2.0, 0.0]]); m = jnp.array([[1.0, 1.0], [1.0, 0.0]])
   >>> [float(a) for a in step_advantages(r, m, 2, eps=0.0).reshape(-1)]  # mean 2, std 1
@@ -389,13 +391,13 @@ def combine_step_advantages(episode_advantages: Float[Array, " B"],
     step_advantages: [B, K] step advantage A^S (e.g. `step_advantages`).
     token_step_ids: [B, T] int step index of each token, -1 for none.
     mask: [B, T] 1 on trained tokens.
-    alpha: weight of the step term [PAPER?: OPRL's alpha not verified].
+    alpha: weight of the step term [OPRL's alpha is unverified].
 
   Returns:
     [B, T] float32 token advantages, 0 where mask = 0.
 
   References:
-    OPRL, arXiv 2509.19199, §3 (A = A^E + alpha A^S); policy.md §14.5.
+    OPRL, arXiv 2509.19199, §3 (A = A^E + alpha A^S).
 
   >>> a = combine_step_advantages(jnp.array([1.0]), jnp.array([[0.5, -2.0]]),
   ...                             jnp.array([[0, 0, -1, 1]]), jnp.ones((1, 4)), alpha=0.5)

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from configs import grpo as grpo_config
-from rewardjax import losses, optim, train
+from rewardjax import losses, optim, train, update
 from rewardjax.algorithms import base, grpo, preference, sft
 from rewardjax.data import tokenizers
 from rewardjax.models import transformer
@@ -158,3 +158,33 @@ def test_an_unknown_algorithm_or_algo_field_lists_the_valid_ones():
     config.algo.label_smoothing = 0.1   # a DPO field: GRPO does not read it
   with pytest.raises(ValueError, match="label_smoothing.*does not read"):
     train.make_job(config, train.sharding.make_mesh(-1, 1, 1))
+
+
+def test_tis_weights_each_tokens_surrogate_by_the_capped_trainer_sampler_ratio():
+  """policy_objective with tis_cap: equals grpo_loss with A_t * min(pi_old / pi_sampler, cap)."""
+  cfg = transformer.ModelConfig(vocab_size=128, hidden_size=16, intermediate_size=32,
+                                num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8)
+  model = transformer.Transformer(cfg, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(1)
+  tokens = jnp.asarray(rng.integers(4, 100, (2, 7)), jnp.int32)
+  logps, _ = update.token_logprobs(model, tokens, jnp.ones((2, 7), jnp.int32), 4, 3)
+  old = logps + 0.05
+  sampler = old - jnp.asarray([[0.0, 0.3, -0.2], [1.0, 0.1, 0.0]])   # ratios e^0, e^.3, ...
+  batch = grpo.RolloutBatch(
+      tokens=tokens, attention_mask=jnp.ones((2, 7), jnp.int32),
+      completion_mask=jnp.ones((2, 3), jnp.int32), old_logprobs=old, ref_logprobs=old,
+      advantages=jnp.array([1.0, -0.5]), sampler_logprobs=sampler)
+  options = dict(loss_type="grpo", beta=0.0, epsilon_low=0.2, epsilon_high=0.2)
+  loss, metrics = grpo.policy_objective(model, batch, tis_cap=1.5, max_completion_length=3,
+                                        chunk_size=64, **options)
+  weight = np.minimum(np.exp(np.asarray(old - sampler)), 1.5)   # the e^1 entry is capped
+  want, _ = losses.grpo_loss(logps, old, old, jnp.asarray(
+      np.array([[1.0], [-0.5]]) * weight), jnp.ones((2, 3)), **options)
+  np.testing.assert_allclose(float(loss), float(want), rtol=1e-6)
+  np.testing.assert_allclose(float(metrics["sampler/tis_weight_mean"]), weight.mean(), rtol=1e-6)
+  # Off (cap 0): the plain loss, and the ratio metrics compare the trainer with the sampler.
+  plain, metrics = grpo.policy_objective(model, batch, tis_cap=0.0, max_completion_length=3,
+                                         chunk_size=64, **options)
+  assert float(plain) != float(loss)
+  np.testing.assert_allclose(float(metrics["sampler/ratio_max_deviation"]),
+                             np.abs(np.exp(np.asarray(logps - sampler)) - 1).max(), rtol=1e-5)

@@ -4,15 +4,15 @@ Each entry adapts a `PreferenceBatch` to a `rewardjax.losses` function: it runs 
 the stacked rows (chosen rows [0, B), rejected rows [B, 2B), then any extra rows the
 objective's `prepare` stage appended) and hands the summed or per-token log-probs to the loss.
 
-  loss_type       loss                      spec (papers/policy.md)
-  TRL loss types  dpo_loss                  §15.2 (sigmoid, ipo, hinge, ...)
-  simpo           simpo_loss                §15.3, reference-free, mean log-probs
-  orpo            orpo_loss                 §15.4, reference-free, + chosen NLL
-  kto             kto_loss                  §15.5, pairs as unpaired examples + KL rows
-  cream           cream_loss                §5, rank consistency C as the soft label
-  treg            treg_loss                 §8, + token-reward regulariser
-  dno             dno_loss                  §9, DNO-Prct; optional win-rate soft labels
-  sspo            dpo_loss + spo_ssl_loss   §7, + preference-degree classification
+  loss_type       loss                      source (arXiv id)
+  TRL loss types  dpo_loss                  TRL `DPOTrainer` (sigmoid, ipo, hinge, ...)
+  simpo           simpo_loss                SimPO 2405.14734, reference-free, mean log-probs
+  orpo            orpo_loss                 ORPO 2403.07691, reference-free, + chosen NLL
+  kto             kto_loss                  KTO 2402.01306, pairs as unpaired examples + KL rows
+  cream           cream_loss                CREAM 2410.12735, rank consistency C as the soft label
+  treg            treg_loss                 T-REG 2412.02685, + token-reward regulariser
+  dno             dno_loss                  DNO 2404.03715, DNO-Prct; optional win-rate soft labels
+  sspo            dpo_loss + spo_ssl_loss   SPO 2409.17791, + preference-degree classification
 
 Rows after [0, 2B), appended on the host by `prepare` before sharding (`rows_per_record` rows
 per pair); the reference scorer covers every row. The `extra` fields these stages add are per
@@ -50,7 +50,7 @@ DEFAULTS = dict(
     treg_token_reduction="sum",  # T-REG: L_REG summed over tokens (as written) or "mean"
     treg_better_prompt="Answer correctly. {prompt}",    # T-REG contrastive prompt x_better
     treg_worse_prompt="Answer incorrectly. {prompt}",   # T-REG contrastive prompt x_worse
-    sspo_weight=1.0,         # SPO lambda on L_SSL (unverified: [PAPER?] in policy.md §7)
+    sspo_weight=1.0,         # SPO lambda on L_SSL (unverified against arXiv 2409.17791)
     sspo_max_removed=2,      # SPO K: a degraded response loses k in 0..K answer digits
 )
 

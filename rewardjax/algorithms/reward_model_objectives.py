@@ -343,7 +343,8 @@ def _ranked_rows(batch_size, options):
 
 def _packed_records(problems, *, fmt, seed, options):
   """Ranked lists in a random order per record (the best response is never always first: a
-  causal model could learn the position instead of the content, papers/reward.md §6.7)."""
+  causal model could learn the position instead of the content: YOJO's position bias, arXiv
+  2604.10966)."""
   lists = _ranked_records(problems, fmt=fmt, seed=seed, options=options)
   out = []
   for i, it in enumerate(lists):
@@ -398,7 +399,7 @@ def _packed_arrays(items, *, setup):
 
 
 def polar_prompt(prompt: str, reference: str) -> str:
-  """POLAR's packing of the reference before the candidate (papers/reward.md §4.6): prompt +
+  """POLAR's packing of the reference before the candidate (arXiv 2507.05197): prompt +
   reference, a newline, the prompt again; the candidate is the completion and its reward is
   read at its EOS."""
   return f"{prompt}{reference}\n{prompt}"

@@ -323,7 +323,7 @@ def ranked_responses(items: Sequence[dict], k: int = 4, *, fmt: str = "short",
 # `preference_pairs` (rng default_rng([seed, i]) for item i), so a kind's pairs are the plain
 # pairs plus its own field.
 
-# Llama 2's "small" preference-rating margins (papers/reward.md §1.3), keyed here by how far the
+# Llama 2's "small" preference-rating margins (arXiv 2307.09288 §3.2.2), keyed here by how far the
 # rejected answer is from the true value: (largest distance of the rating, margin).
 RATING_MARGINS = ((0, 0.0),          # negligibly better / unsure
                   (2, 1.0 / 3.0),    # slightly better: off by one or two
@@ -369,7 +369,7 @@ def noisy_preference_pairs(items: Sequence[dict], *, fmt: str = "short", seed: i
                            num_scorers: int = 10, scorer_error: float = 0.25) -> list[dict]:
   """Preference pairs with label noise, and each pair's margins under an ensemble of scorers.
 
-  The data MOSS-RLHF II's denoising works on (papers/reward.md §2.2-2.6), built from the task:
+  The data MOSS-RLHF II's denoising works on (arXiv 2401.06080), built from the task:
 
   * label noise: each pair of `preference_pairs` has chosen and rejected swapped with
     probability `label_noise` ("mislabelled": True), like the ~25% of HH-RLHF pairs the paper
@@ -425,7 +425,7 @@ def win_tie_pairs(items: Sequence[dict], *, fmt: str = "short", seed: int = 0,
                   tie_fraction: float = 0.5) -> list[dict]:
   """SoliReward pairs: Pass (correct) beats Fail (wrong), and any two Pass responses tie.
 
-  Item i gives one pair (papers/reward.md §3.2). With probability `tie_fraction` it is a
+  Item i gives one pair (SoliReward, arXiv 2512.22170). With probability `tie_fraction` it is a
   win-tie pair (is_tie 1): its correct target against the correct target of another item j != i,
   a cross-prompt pair ("rejected_prompt" is item j's prompt), since every correct answer of the
   task is equally good. Otherwise it is a win-lose pair (is_tie 0): its correct target against
@@ -457,10 +457,10 @@ def win_tie_pairs(items: Sequence[dict], *, fmt: str = "short", seed: int = 0,
 def polar_triplets(items: Sequence[dict], *, fmt: str = "short", seed: int = 0) -> list[dict]:
   """POLAR triplets: two candidates scored against one reference trajectory.
 
-  From `ranked_responses(k=3)` (correct ≻ nearer wrong ≻ farther wrong; papers/reward.md §4):
-  even items take the pre-training form (§4.4), reference and positive from the same policy (the
+  From `ranked_responses(k=3)` (correct ≻ nearer wrong ≻ farther wrong; arXiv 2507.05197):
+  even items take the pre-training form, reference and positive from the same policy (the
   correct solver, so both are the correct target) and the negative from another (the nearer wrong
-  answer); odd items take the fine-tuning form (§4.5), reference = the top-ranked response,
+  answer); odd items take the fine-tuning form, reference = the top-ranked response,
   positive = the second, negative = the third.
 
   Returns:

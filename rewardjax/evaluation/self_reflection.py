@@ -9,7 +9,7 @@ batches (greedy unless stated), so repeated evaluations reuse the compiled progr
 
   self_judging_eval  one call: held-out rollouts -> every metric below
   heldout_judge_items balanced pointwise / pairwise judge items and reflection items
-  self_reflect       test-time answer -> self-judge -> revise loop (policy §2.6)
+  self_reflect       test-time answer -> self-judge -> revise loop (SPARK, arXiv 2509.22624)
   best_of_n          pick one of N samples by the model's own P(yes) on the pointwise prompt
 """
 
@@ -114,7 +114,8 @@ def completion_logprobs(graphdef, params, tokenizer, prompts: Sequence[str],
 def self_reflect(graphdef, params, tokenizer, items: Sequence[dict], rng: jax.Array, *,
                  formatter, max_round: int, judge_index: int, revise_index: int,
                  **generate_kwargs) -> dict[str, float]:
-  """Test-time self-reflection (policy §2.6): answer, self-judge, revise, up to max_round times.
+  """Test-time self-reflection (SPARK, arXiv 2509.22624; official code InternLM/Spark
+  `evaluation_tts.py`): answer, self-judge, revise, up to max_round times.
 
   Greedy throughout. Round r (1..max_round): every still-open answer is judged with pointwise
   template `judge_index`; a "yes" verdict closes it, any other verdict replaces it with the

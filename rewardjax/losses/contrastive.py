@@ -6,7 +6,8 @@ act on hidden states: they pull two views of a response (or a state and its futu
 push other responses apart. MetaRM's difference term acts on scores: it pushes apart the rewards of
 K policy samples, a contrastive objective with negatives only. Conventions are `reward_model.py`'s
 (dense masks, `(loss, metrics)`, finite value and gradient when everything is masked) and so are
-the shape/option helpers, imported from there. Formulas: papers/reward.md §2.7-§2.8, §7.3-§7.4.
+the shape/option helpers, imported from there. Formulas: Secrets of RLHF II, arXiv 2401.06080
+(contrastive RM, MetaRM); Nath et al., arXiv 2407.13887 (goal-conditioned RM).
 """
 
 import jax
@@ -65,7 +66,7 @@ def simcse_loss(
     none
 
   References:
-    arXiv:2401.06080 (Secrets of RLHF II) contrastive RM, papers/reward.md §2.7; arXiv:2104.08821.
+    arXiv:2401.06080 (Secrets of RLHF II) contrastive RM; arXiv:2104.08821.
 
   >>> eye = jnp.eye(2)
   >>> print(round(float(simcse_loss(eye, eye, temperature=1.0)[0]), 4))  # log(1 + e^-1)
@@ -114,7 +115,7 @@ def metarm_difference_loss(
     none
 
   References:
-    arXiv:2401.06080 (Secrets of RLHF II) MetaRM, Algorithm 1; papers/reward.md §2.8.
+    arXiv:2401.06080 (Secrets of RLHF II) MetaRM, Algorithm 1.
 
   >>> print(round(float(metarm_difference_loss(jnp.zeros((1, 2)))[0]), 4))  # −(2/4)·σ(0)
   -0.25
@@ -181,7 +182,8 @@ def goal_contrastive_positions(
     none
 
   References:
-    arXiv:2407.13887 (goal-conditioned RM), papers/reward.md §7.3; code ContrastiveGoalLoss.
+    arXiv:2407.13887 (goal-conditioned RM); official code vaskarnathscale/goal-conditioned-rm
+    `openrlhf/models/loss.py` (ContrastiveGoalLoss).
 
   >>> mask = jnp.array([[0, 1, 1, 1]])
   >>> src, goal, _, _, valid = goal_contrastive_positions(jax.random.key(0), mask, mask)
@@ -243,7 +245,8 @@ def goal_contrastive_loss(
     none
 
   References:
-    arXiv:2407.13887 (goal-conditioned RM), papers/reward.md §7.4; code ContrastiveGoalLoss.
+    arXiv:2407.13887 (goal-conditioned RM); official code vaskarnathscale/goal-conditioned-rm
+    `openrlhf/models/loss.py` (ContrastiveGoalLoss).
 
   >>> h, i = jnp.ones((1, 3, 2)), jnp.zeros((1, 2), jnp.int32)
   >>> print(round(float(goal_contrastive_loss(h, h, i, i, i, i)[0]), 4))  # β·log((1+e^-1)(1+e))

@@ -1,6 +1,6 @@
 """Per-token estimators of KL(pi_theta || pi_ref) from the log-probs of sampled tokens.
 
-With d = ref_logps - logps = log(pi_ref / pi_theta) at the sampled token (policy §0.3):
+With d = ref_logps - logps = log(pi_ref / pi_theta) at the sampled token (Schulman's k1/k2/k3):
 
   name (alias)           value                      note
   "kl"  ("k1")           logps - ref_logps = -d     unbiased, can be negative
@@ -77,7 +77,7 @@ def kl_estimate(logps: Float[Array, "*shape"], ref_logps: Float[Array, "*shape"]
 
   References:
     Schulman, "Approximating KL divergence" (2020) k1/k2/k3; DeepSeekMath, arXiv 2402.03300,
-    Eq. 4 (k3); verl `kl_penalty` (k3+, clamps); policy.md §0.3.
+    Eq. 4 (k3); verl `kl_penalty` (k3+, clamps).
 
   >>> lp, ref = jnp.array([-1.0]), jnp.array([-1.5])
   >>> [round(float(kl_estimate(lp, ref, k)[0]), 7) for k in ("kl", "mse", "low_var_kl", "abs")]

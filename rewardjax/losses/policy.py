@@ -1,7 +1,7 @@
 """Policy-gradient objectives: the GRPO family (GRPO, BNPO, Dr. GRPO, DAPO, CISPO), GSPO, PPO.
 
 Every objective builds a per-token loss matrix and reduces it with one named aggregation,
-`reduce_loss(per_token, mask, mode)` (policy §0.6, verl's mode names):
+`reduce_loss(per_token, mask, mode)` (verl's `loss_agg_mode` names):
 
   mode                       loss                             TRL loss_type
   "token-mean"               sum_{b,t} l m / N                "dapo", "bnpo", "cispo"
@@ -34,7 +34,7 @@ __all__ = [
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
                 "seq-mean-token-sum-norm")
 
-# TRL GRPOConfig.loss_type -> aggregation (policy §0.6, §1.7).
+# TRL GRPOConfig.loss_type -> aggregation (as TRL `GRPOTrainer._compute_loss`).
 GRPO_LOSS_TYPES = {
     "grpo": "seq-mean-token-mean",
     "bnpo": "token-mean",
@@ -73,7 +73,7 @@ def reduce_loss(per_token: Float[Array, "B T"], mask: Shaped[Array, "B T"], mode
 
   References:
     DAPO, arXiv 2503.14476, §3.3 (token-mean); DeepSeekMath, arXiv 2402.03300, Eq. 3
-    (seq-mean-token-mean); Dr. GRPO, arXiv 2503.20783, §3.2; policy.md §0.6.
+    (seq-mean-token-mean); Dr. GRPO, arXiv 2503.20783, §3.2; verl `agg_loss`.
 
   >>> l = jnp.array([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]]); m = jnp.array([[1, 1, 1], [1, 0, 0]])
   >>> [round(float(reduce_loss(l, m, k)), 4) for k in AGGREGATIONS]  # 10/4, (2+4)/2, 10/2, 10/6
@@ -181,7 +181,7 @@ def grpo_loss(
     DeepSeekMath, arXiv 2402.03300, Eq. 3; DAPO, arXiv 2503.14476, §3; Dr. GRPO,
     arXiv 2503.20783, §3.2; GSPO, arXiv 2507.18071, §4 (GSPO and GSPO-token); CISPO
     (MiniMax-M1, arXiv 2506.13585, §3); dual clip, arXiv 1912.09729; StableReinforce,
-    arXiv 2505.02835, §3; policy.md §0.5, §1, §13.
+    arXiv 2505.02835, §3; verl `compute_policy_loss` (decoupled epsilons, dual clip).
 
   >>> lp = jnp.log(jnp.array([[1.5, 0.5]])); old = jnp.zeros((1, 2)); m = jnp.ones((1, 2))
   >>> loss, aux = grpo_loss(lp, old, None, jnp.array([1.0]), m, beta=0.0, epsilon_high=0.28)
@@ -222,7 +222,7 @@ def ppo_loss(
     l_t = -min(rho A_t, clip(rho, 1 - eps_low, 1 + eps_high) A_t),   loss = reduce(l, mode)
 
   The same computation as `grpo_loss` with beta = 0 and token-level ratios; classic PPO puts the
-  KL penalty into the token rewards before GAE (policy §0.3, "KL-in-reward").
+  KL penalty into the token rewards before GAE ("KL-in-reward", verl `apply_kl_penalty`).
 
   Args:
     logprobs, old_logprobs, advantages, mask: as `grpo_loss` (advantages usually [B, T] from
@@ -239,7 +239,8 @@ def ppo_loss(
   Normalisers: those of `loss_agg_mode` (`reduce_loss`).
 
   References:
-    Schulman et al., arXiv 1707.06347, Eq. 7; dual clip, arXiv 1912.09729; policy.md §0.5.
+    Schulman et al., arXiv 1707.06347, Eq. 7; dual clip, arXiv 1912.09729; verl
+    `compute_policy_loss` (decoupled epsilons, dual clip).
 
   >>> lp = jnp.log(jnp.array([[0.5, 5.0]])); m = jnp.ones((1, 2))
   >>> loss, _ = ppo_loss(lp, jnp.zeros((1, 2)), -jnp.ones((1, 2)), m, dual_clip=3.0)
@@ -286,7 +287,7 @@ def ppo_value_loss(
 
   References:
     Schulman et al., arXiv 1707.06347, Eq. 9 (value term; the clipped form is OpenAI
-    baselines'); policy.md §0.5.
+    baselines').
 
   >>> v, old, g = jnp.array([[1.0, 0.0]]), jnp.zeros((1, 2)), jnp.array([[0.0, 1.0]])
   >>> round(float(ppo_value_loss(v, old, g, jnp.ones((1, 2)))[0]), 4)  # 0.5 * (1 + 1) / 2

@@ -2,8 +2,8 @@
 
 Every loss takes per-sequence completion log-probs `[B]` (prompt excluded) and returns
 `(loss, metrics)`. Names, `loss_type` strings and metric keys follow Hugging Face TRL
-(`DPOTrainer`); each docstring says where rewardjax differs. Spec: papers/policy.md §15.1-§15.2,
-papers/reward.md §11. Reference log-probs and WPO weights are constants (`stop_gradient`).
+(`DPOTrainer`); each docstring says where rewardjax differs. The implicit reward: Lin et al.,
+arXiv 2409.03650. Reference log-probs and WPO weights are constants (`stop_gradient`).
 Batch-level metrics are masked means over valid pairs, guarded with `max(count, 1)`. The
 reference-free and unpaired losses (SimPO, ORPO, KTO) live in `reference_free.py`, which shares
 the private helpers below.

@@ -8,7 +8,6 @@ Hugging Face TRL (`CPOTrainer`, `ORPOTrainer`, `KTOTrainer`); each docstring say
 differs. Reference log-probs and the KTO reference point are constants (`stop_gradient`).
 Batch-level metrics are masked means over valid pairs (examples for KTO), guarded with
 `max(count, 1)`. Shape checks, masking and the TRL metrics are `preference.py`'s helpers.
-Spec: papers/policy.md §15.3-§15.5.
 """
 
 import jax

@@ -3,9 +3,11 @@
 Every function takes reward-head scores as arrays, never a model, and returns `(loss, metrics)`:
 a float32 scalar and a flat dict of float32 scalars. Masks are dense (1 = counts); masked entries
 are replaced by 0 before any log/exp/div so that value and gradient stay finite when everything is
-masked (the loss is then 0). Formulas: papers/reward.md §1-§4, §6, §14-§15. The auxiliary
-contrastive objectives (SimCSE, MetaRM, goal-conditioned) live in `contrastive.py`, which shares
-the private helpers below.
+masked (the loss is then 0). Formulas: TRL `RewardTrainer`; InstructGPT, arXiv 2203.02155;
+Llama 2, arXiv 2307.09288; Secrets of RLHF II, arXiv 2401.06080; SoliReward, arXiv 2512.22170;
+POLAR, arXiv 2507.05197; YOJO, arXiv 2604.10966; GenRM, arXiv 2408.15240; Master-RM, arXiv
+2507.08794. The auxiliary contrastive objectives (SimCSE, MetaRM, goal-conditioned) live in
+`contrastive.py`, which shares the private helpers below.
 """
 
 import chex
@@ -267,7 +269,7 @@ def win_tie_bradley_terry_loss(
   Equation:
     L = mean_i [ −μ_i log σ(Δ_i − m·[μ_i=1]) − (1 − μ_i) log σ(−Δ_i) ],  μ = 1 win, 1/2 tie
 
-  `form="paper"` is the equation above (paper §3.3). `form="code"` reproduces the released code
+  `form="paper"` is the equation above. `form="code"` reproduces the released code
   (SoliReward `loss.py`): the tie term is `−log σ(Δ − m) − log σ(−Δ − m)`, i.e. twice the paper's
   μ = 1/2 term with the margin in both sigmoids, and smoothing uses `log σ(−Δ − m)`. Both weight
   win-lose pairs by `bt_coeff` and ties by `tie_coeff`. With label smoothing ε the win-lose pairs
@@ -294,7 +296,8 @@ def win_tie_bradley_terry_loss(
     none
 
   References:
-    arXiv:2512.22170 (SoliReward) BT-WT loss, papers/reward.md §3.3-3.4; code lian700/SoliReward.
+    arXiv:2512.22170 (SoliReward) BT-WT loss, paper form; official code lian700/SoliReward
+    `solireward/trainer/loss.py` (code form).
 
   >>> zero = jnp.zeros(1)
   >>> print(round(float(win_tie_bradley_terry_loss(zero, zero, jnp.ones(1))[0]), 4))  # log 2
@@ -338,7 +341,7 @@ def ensemble_preference_strength(
     none
 
   References:
-    arXiv:2401.06080 (Secrets of RLHF II) preference strength, papers/reward.md §2.2.
+    arXiv:2401.06080 (Secrets of RLHF II) preference strength.
 
   >>> mu, sigma = ensemble_preference_strength(jnp.array([[1.], [3.]]))
   >>> print(float(mu[0]), float(sigma[0]))
@@ -400,7 +403,7 @@ def denoised_bradley_terry_loss(
     none
 
   References:
-    arXiv:2401.06080 (Secrets of RLHF II) eqs. 5-6, papers/reward.md §2.3-2.6.
+    arXiv:2401.06080 (Secrets of RLHF II) eqs. 5-6, label flipping and the four recipes.
 
   >>> loss, m = denoised_bradley_terry_loss(jnp.zeros(1), jnp.ones(1), -jnp.ones(1))
   >>> print(round(float(loss), 4))  # flipped: Δ = 1, margin |μ̂| = 1 -> log 2
@@ -451,7 +454,7 @@ def polar_loss(
     none
 
   References:
-    arXiv:2507.05197 (POLAR) §3.3-3.4 pre-training and fine-tuning losses; papers/reward.md §4.
+    arXiv:2507.05197 (POLAR) §3.3-3.4 pre-training and fine-tuning losses.
 
   >>> print(round(float(polar_loss(jnp.zeros(1), jnp.zeros(1))[0]), 4))  # log 2
   0.6931
@@ -497,8 +500,8 @@ def pointwise_binary_loss(
     none
 
   References:
-    arXiv:2408.15240 (GenRM); arXiv:2507.08794 (Master-RM); arXiv:2512.22170 (BCE term);
-    papers/reward.md §15.3, §14.8, §3.4.
+    arXiv:2408.15240 (GenRM); arXiv:2507.08794 (Master-RM); arXiv:2512.22170 (BCE term of
+    the official code lian700/SoliReward `solireward/trainer/loss.py`).
 
   >>> print(round(float(pointwise_binary_loss(jnp.zeros(1), jnp.ones(1))[0]), 4))  # log 2
   0.6931
@@ -550,7 +553,7 @@ def yojo_loss(
     none
 
   References:
-    arXiv:2604.10966 (YOJO) N-way CE, papers/reward.md §6.4; code yinuoyang01/multi-response-rm.
+    arXiv:2604.10966 (YOJO) N-way CE; official code yinuoyang01/multi-response-rm.
 
   >>> print(round(float(yojo_loss(jnp.zeros((1, 4)), jnp.array([0]))[0]), 4))  # log 4
   1.3863

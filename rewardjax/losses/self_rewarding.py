@@ -1,10 +1,12 @@
 """Seed-paper objectives for self-rewarding and self-play preference training.
 
-CREAM (consistency-weighted soft-label DPO), SPO preference-degree classification, T-REG
-token-level regularisation, DNO (soft/hard-label DPO against the previous iterate) and the
-self-play rewards of DNO, SPO (minimax) and Self-Rewarding PPO. Temporal Self-Rewarding (§6)
-trains with the plain `dpo_loss`. Spec: papers/policy.md §5-§11. Soft labels, token rewards and
-sequence weights are constants (`stop_gradient`); every mean is guarded with `max(count, 1)`.
+CREAM (consistency-weighted soft-label DPO, arXiv 2410.12735), SPO preference-degree
+classification (arXiv 2409.17791), T-REG token-level regularisation (arXiv 2412.02685), DNO
+(soft/hard-label DPO against the previous iterate, arXiv 2404.03715) and the self-play rewards
+of DNO, SPO (minimax, arXiv 2401.04056) and Self-Rewarding PPO (arXiv 2510.21090). Temporal
+Self-Rewarding (arXiv 2508.06026) trains with the plain `dpo_loss`. Soft labels, token rewards
+and sequence weights are constants (`stop_gradient`); every mean is guarded with
+`max(count, 1)`.
 """
 
 import jax
@@ -226,7 +228,7 @@ def spo_ssl_loss(
     metrics: ssl/loss, ssl/accuracy (arg max = label).
 
   References:
-    Li et al., arXiv 2409.17791 (abstract; [PAPER?] in papers/policy.md §7).
+    Li et al., arXiv 2409.17791 (abstract; the rest is recalled from the paper, unverified).
 
   >>> loss, m = spo_ssl_loss(jnp.zeros((2, 4)), jnp.array([0, 3]))
   >>> print(round(float(loss), 4))   # log 4

@@ -1,16 +1,16 @@
 """SPARK: one model as policy and generative judge, trained on its own recycled rollouts.
 
-Synergistic Policy And Reward Co-Evolving, arXiv 2509.22624 (papers/policy.md §2; official code
-InternLM/Spark `new_data_gen.py`, `ppo_trainer.py`, `evaluation_tts.py`). Ordinary GRPO with a
-verifiable reward runs on task prompts ("infer" period). Its scored rollouts are then recycled
-(`recycle`, §2.4) into new prompts whose labels are known from the verifier:
+Synergistic Policy And Reward Co-Evolving, arXiv 2509.22624 (official code InternLM/Spark
+`new_data_gen.py`, `ppo_trainer.py`, `evaluation_tts.py`). Ordinary GRPO with a verifiable
+reward runs on task prompts ("infer" period). Its scored rollouts are then recycled (`recycle`,
+as the official `new_data_gen.py`) into new prompts whose labels are known from the verifier:
 
   pointwise  "is this answer correct?"          label Yes/No (or A/B: correct/incorrect)
   pairwise   "which of (A) and (B) is correct?" label the slot of the correct answer
   reflection "here is a (wrong) solution: fix it" label the ground truth
 
 They wait in a FIFO cache; a step whose cache holds a full batch of P items is a "reward"
-period that trains on P popped items with the *same* GRPO objective and verifier (§2.3), and
+period that trains on P popped items with the *same* GRPO objective and verifier, and
 whose rollouts are not recycled again. There is no separate judge loss: the mix is set by the
 counts and probabilities below. `judge_weight` != 1 (an ablation, not in the paper) puts a
 "weight" on judge items, which the RL batch (`algorithms.grpo`) multiplies into their
@@ -20,7 +20,7 @@ keeps weight 1).
 
 Formats. "boxed" (HF models): paper-style instructions, prompts wrapped with the tokenizer's
 chat template; a judge reasons, then boxes its verdict, and the last box is read (`\\box{}` and
-`\\boxed{}` both verify, §2.7). "short" (the char-level tiny model): the same parts in a few
+`\\boxed{}` both verify). "short" (the char-level tiny model): the same parts in a few
 dozen characters, each prompt closing with the task prompt "47-8=" so the question is worked
 out where the model solves tasks, and each judged answer followed by the verdict it earns if
 right ("41\\nY\\n47-8=": Y if 41 is correct, else N; pairwise "41\\nA\\n39\\nB\\n47-8="). A judge
@@ -48,7 +48,8 @@ REFLECTION_KINDS = ("cot_reflection", "answer_reflection")
 
 @dataclasses.dataclass(frozen=True)
 class TemplateSet:
-  """Instruction tables and prompt bodies of one answer format (policy §2.4 structure)."""
+  """Instruction tables and prompt bodies of one answer format (structure of the official code
+  InternLM/Spark `prompt_templates.py`)."""
   pointwise: tuple[tuple[str, str, str], ...]    # 24 x (instruction, yes label, no label)
   pairwise: tuple[str, ...]                      # 20 instructions; labels are the slots A, B
   cot_reflection: tuple[tuple[str, str], ...]    # 30 x (instruction, content tag): 20 + 10
@@ -134,8 +135,9 @@ def _boxed_templates() -> TemplateSet:
 
 
 TEMPLATES = {"short": _short_templates(), "boxed": _boxed_templates()}
-# The test-time loop (policy §2.6) judges with pointwise template #1 (a Yes/No one) and
-# revises with the first explicit "this answer is incorrect, solve again" template.
+# The test-time loop (official code InternLM/Spark `evaluation_tts.py`) judges with pointwise
+# template #1 (a Yes/No one) and revises with the first explicit "this answer is incorrect, solve
+# again" template.
 TEST_TIME_JUDGE, TEST_TIME_REVISE = 0, 20
 
 
@@ -159,7 +161,7 @@ class Formatter:
     return TEMPLATES[self.fmt]
 
   def question(self, item: dict) -> str:
-    """The question text of a task item, without the answer instruction (§2.4)."""
+    """The question text of a task item, without the answer instruction (as `new_data_gen.py`)."""
     if self.fmt == "short":
       return item["question"]
     text = self.unwrap(item["prompt"])
@@ -230,7 +232,7 @@ def _item(prompt: str, answer: str, question: str, kind: str, weight: float) -> 
 def recycle(records: Sequence[dict], *, group_size: int, formatter: Formatter,
             rng: np.random.Generator, pointwise_prob: float = 0.3,
             judge_weight: float = 1.0) -> list[dict]:
-  """Judge items then reflection items from one infer step's scored rollouts (policy §2.4).
+  """Judge items then reflection items from one infer step's scored rollouts (SPARK recycling).
 
   Per prompt with G rollouts (correctness re-verified against the item's answer, so reward
   shaping cannot blur it; answer = `verifiers.extract_answer`, None if absent):
@@ -256,7 +258,7 @@ def recycle(records: Sequence[dict], *, group_size: int, formatter: Formatter,
     Items {"prompt", "answer", "question", "kind"[, "weight"]}: judge items, then reflection.
 
   References:
-    SPARK, arXiv 2509.22624; InternLM/Spark `new_data_gen.py` (policy.md §2.4).
+    SPARK, arXiv 2509.22624; official code InternLM/Spark `new_data_gen.py`.
 
   >>> item = {"prompt": "3+4=", "answer": "7", "question": "3+4"}
   >>> rollouts = [{"item": item, "text": t, "reward": 0.0} for t in ("7", "8")]
@@ -389,7 +391,7 @@ class Recycler:
 
   A step is a "reward" period when the cache holds a full batch (P popped items, FIFO), else an
   "infer" period (the stream's task prompts), whose scored rollouts `observe` recycles into the
-  cache; reward periods are not recycled again (policy §2.3). The cache, the current period and
+  cache; reward periods are not recycled again (official code). The cache, the current period and
   the counts are the recipe's checkpointed state.
   """
 
@@ -449,7 +451,8 @@ def _chat_formatter(fmt: str, tokenizer_path: str) -> Formatter:
 
 def rewards(formatter: Formatter) -> composition.Composition:
   """The verifier, except that a judge item earns 1 when its verdict (after its working) is the
-  item's label (policy §2.5: one verifiable reward for task, judge and reflection prompts)."""
+  item's label (one verifiable reward for task, judge and reflection prompts, as the official
+  code InternLM/Spark `math_verify_2.py`)."""
   def verifier(scored: composition.Scored) -> np.ndarray:
     out = verifiers.verify_batch(scored.texts, [it["answer"] for it in scored.items],
                                  formatter.fmt).astype(np.float32)

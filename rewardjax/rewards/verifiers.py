@@ -4,12 +4,13 @@ Two answer formats (`ANSWER_FORMATS`), matching `rewardjax.data.tasks.FORMATS`:
 
 * "boxed": the content of the LAST `\\boxed{...}` or `\\box{...}` (nested braces allowed). SPARK's
   judge templates ask for `\\box{}` while its parser only reads `\\boxed{`, so a literal model
-  gets reward 0 there (papers/policy.md §2.7); both spellings count here.
+  gets reward 0 there (official code InternLM/Spark `math_verify_2.py`); both spellings count
+  here.
 * "short": the first line of the completion, the form the tiny char-level models emit ("19").
 
 `math_verify` compares numerically and exactly (`fractions.Fraction`: "1,000" == "1000.0",
 "1/2" == "0.5" == "\\frac{1}{2}"); labels that are not numbers ("Yes", "B") are compared as
-case-folded strings, the fallback that decides SPARK's judge items (§2.5). It is a small,
+case-folded strings, the fallback that decides SPARK's judge items. It is a small,
 dependency-free stand-in for the `math-verify` package: no symbolic algebra, no sets or intervals.
 """
 
@@ -130,7 +131,8 @@ def math_verify(completion: str, answer: str | int | float, fmt: str = "boxed") 
     1.0 or 0.0; 0.0 when no answer can be extracted.
 
   References:
-    SPARK, arXiv 2509.22624, verifiable reward (papers/policy.md §2.5, §2.7).
+    SPARK, arXiv 2509.22624, verifiable reward (official code InternLM/Spark
+    `math_verify_2.py`).
 
   >>> math_verify("12+7 = \\\\boxed{19}", "19"), math_verify("\\\\box{1,000}", 1000)
   (1.0, 1.0)
