@@ -40,6 +40,8 @@ def get_config(arg=None):
                          variant="grpo", size="tiny", smoke=False)
   c = base.get_config(smoke=arg.smoke, size=arg.size, algorithm="grpo")
   c.algo.update(VARIANTS[arg.variant])
+  if arg.smoke:  # every minibatch must still split over 8 test devices
+    c.train.batch_size *= c.algo.num_minibatches
   if arg.size == "tiny" and not arg.smoke:
     # The warm start imitates a demonstrator that drops half its carries; RL with the
     # verifier is what can remove the slip (held-out questions, greedy accuracy).

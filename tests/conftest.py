@@ -1,6 +1,7 @@
 """Test-wide JAX settings: 8 emulated CPU devices, strict rank promotion, runtime shape checks."""
 
 import os
+import tempfile
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -8,6 +9,12 @@ import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# One persistent compilation cache for the session's processes: the many smoke runs compile the
+# same sampler, evaluation and reference programs, and a hit costs milliseconds, not seconds.
+jax.config.update("jax_compilation_cache_dir", os.environ.get(
+    "REWARDJAX_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "rewardjax-test-jax-cache")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 from jaxtyping import install_import_hook  # noqa: E402
 
