@@ -7,7 +7,7 @@ import pytest
 from configs import common
 from rewardjax import algorithms
 
-CONFIGS = ("grpo", "dpo", "reward_model")
+CONFIGS = ("grpo", "dpo", "reward_model", "sft")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -70,7 +70,7 @@ def _read_names(paths) -> set[str]:
   return names
 
 
-ALL_CONFIGS = ("grpo", "dpo", "reward_model", "spark")
+ALL_CONFIGS = ("grpo", "dpo", "reward_model", "spark", "sft")
 
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)
