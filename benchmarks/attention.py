@@ -63,9 +63,10 @@ def cpu_line():
   print(f"no GPU/TPU (backend {jax.default_backend()!r}): the accelerator table needs one. "
         "Tiny interpret-mode check instead:")
   args, structure = make_inputs(2, 40, 4, 2, 16, jnp.float32)
-  blocks = flash_attention.BlockSizes(16, 16, 16, 16, 16, 16)
+  options = flash_attention.FlashOptions(
+      block_sizes=flash_attention.BlockSizes(16, 16, 16, 16, 16, 16))
   pallas_step = make_step(
-      lambda q, k, v, **s: flash_attention.flash_attention(q, k, v, block_sizes=blocks, **s),
+      lambda q, k, v, **s: flash_attention.flash_attention(q, k, v, options=options, **s),
       structure)
   reference_step = make_step(flash_attention.flash_attention_reference, structure)
   errors = [float(jnp.max(jnp.abs(a - b)))

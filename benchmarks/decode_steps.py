@@ -24,7 +24,7 @@ def call_seconds(model, prompts, new_tokens: int, repeats: int) -> float:
   mask = np.ones_like(prompts)
   return machine.median_seconds(lambda: rollouts.generate(
       model, prompts, mask, jax.random.key(0), max_new_tokens=new_tokens,
-      eos_token_id=None).tokens, repeats=repeats)
+      decoding=rollouts.Decoding(eos_token_id=None)).tokens, repeats=repeats)
 
 
 def main():

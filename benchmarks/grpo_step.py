@@ -157,8 +157,8 @@ def initial_state(model_dir: str, mesh):
   defaults (lr 1e-6, b2 0.999, clip 1.0)."""
   model = hf.from_pretrained(model_dir, param_dtype="float32")
   params = nnx.to_pure_dict(nnx.split(model, nnx.Param)[1])
-  tx = optim.make_optimizer(learning_rate=1e-6, total_steps=10**6, schedule="constant",
-                            b2=0.999, max_grad_norm=1.0)
+  tx = optim.make_optimizer(optim.AdamW(learning_rate=1e-6, schedule="constant", b2=0.999,
+                                        max_grad_norm=1.0), total_steps=10**6)
   return train.create_state(lambda _: model, tx, mesh, jax.random.key(0), params=params,
                             with_ref=True)
 

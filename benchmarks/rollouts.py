@@ -116,7 +116,8 @@ def main():
     calls[0] += 1
     out = rollouts.generate((graphdef, params), prompts_jax, mask_jax,
                             jax.random.key(calls[0]), max_new_tokens=args.new_tokens,
-                            eos_token_id=None, temperature=1.0, top_k=0, top_p=1.0)
+                            decoding=rollouts.Decoding(eos_token_id=None, temperature=1.0,
+                                                       top_k=0, top_p=1.0))
     out.completion_tokens.block_until_ready()
     assert int(out.lengths.min()) == args.new_tokens
 

@@ -102,9 +102,9 @@ graphdef, params = nnx.split(model, nnx.Param)
 P, G = config.train.batch_size, config.rollout.num_generations
 items = problems["train"][:P]
 texts = accuracy.generate_texts(graphdef, params, tokenizer, [it["prompt"] for it in items],
-                                jax.random.key(0), max_new_tokens=config.rollout.max_new_tokens,
-                                batch_size=P, bucket=config.data.bucket, temperature=1.0,
-                                num_samples=G)
+                                jax.random.key(0), temperature=1.0, num_samples=G,
+                                sizes=accuracy.EvalSizes(config.rollout.max_new_tokens,
+                                                         batch_size=P, bucket=config.data.bucket))
 rollouts = [{"item": items[j // G], "text": t,
              "reward": verifiers.math_verify(t, items[j // G]["answer"], "short")}
             for j, t in enumerate(texts)]
@@ -132,12 +132,13 @@ heldout = problems["heldout"][:8 if TINY else 64]
 judge_prompts = [short.pointwise(it["question"], it["answer"], 0)[0] for it in heldout[:4]]
 for p, verdict in zip(judge_prompts, accuracy.generate_texts(
     graphdef, params, tokenizer, judge_prompts, jax.random.key(2),
-    max_new_tokens=config.rollout.max_new_tokens, batch_size=4, bucket=config.data.bucket)):
+    sizes=accuracy.EvalSizes(config.rollout.max_new_tokens, batch_size=4,
+                             bucket=config.data.bucket))):
   print(repr(p), "->", repr(verdict))
 
 # %%
 print(self_reflection.self_reflect(
     graphdef, params, tokenizer, heldout, jax.random.key(1), formatter=short, max_round=2,
     judge_index=spark.TEST_TIME_JUDGE, revise_index=spark.TEST_TIME_REVISE,
-    max_new_tokens=config.rollout.max_new_tokens, batch_size=len(heldout),
-    bucket=config.data.bucket))
+    sizes=accuracy.EvalSizes(config.rollout.max_new_tokens, batch_size=len(heldout),
+                             bucket=config.data.bucket)))

@@ -1,6 +1,7 @@
 """The optimizer: AdamW with warmup and a decay schedule, clipping, accumulation, NaN skipping.
 
-Built from explicit arguments (never a config). From the outside in, the chain is
+Built from explicit arguments (an `AdamW` options dataclass, never a config). From the outside
+in, the chain is
 
   apply_if_finite( MultiSteps( clip_by_global_norm -> AdamW(lr = schedule) ) )
 
@@ -13,6 +14,7 @@ calls; update n (0-based) uses the learning rate `make_schedule(...)(n * k)`, th
 the first loop step of its accumulation window.
 """
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -107,11 +109,38 @@ def make_schedule(*, learning_rate: float, total_steps: int, warmup_steps: int =
   return optax.join_schedules([warmup, decay], [warmup_steps])
 
 
-def make_optimizer(*, learning_rate: float, total_steps: int, warmup_steps: int = 0,
-                   schedule: str = "cosine", end_learning_rate_ratio: float = 0.0,
-                   weight_decay: float = 0.0, b1: float = 0.9, b2: float = 0.999,
-                   eps: float = 1e-8, max_grad_norm: float | None = 1.0,
-                   grad_accum_steps: int = 1, skip_nonfinite: bool = True,
+@dataclasses.dataclass(frozen=True)
+class AdamW:
+  """The options of `make_optimizer`'s AdamW chain (everything but the run length).
+
+  Attributes:
+    learning_rate: peak learning rate; see `make_schedule`.
+    warmup_steps: loop steps of linear warmup from 0.
+    schedule: "constant" | "linear" | "cosine" (after warmup).
+    end_learning_rate_ratio: final rate as a fraction of the peak.
+    weight_decay: λ, decoupled (AdamW) weight decay, multiplied by the learning rate.
+    b1: Adam first-moment decay.
+    b2: Adam second-moment decay.
+    eps: Adam denominator epsilon, added outside the square root.
+    max_grad_norm: c, clip threshold on the global L2 norm; None disables clipping.
+    grad_accum_steps: k, micro-batches averaged (`optax.MultiSteps`, use_grad_mean) per update.
+      k = 1 skips the wrapper and its parameter-sized accumulator.
+    skip_nonfinite: wrap everything in `optax.apply_if_finite`.
+  """
+  learning_rate: float
+  warmup_steps: int = 0
+  schedule: str = "cosine"
+  end_learning_rate_ratio: float = 0.0
+  weight_decay: float = 0.0
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  max_grad_norm: float | None = 1.0
+  grad_accum_steps: int = 1
+  skip_nonfinite: bool = True
+
+
+def make_optimizer(options: AdamW, *, total_steps: int,
                    weight_decay_mask: Any = None) -> optax.GradientTransformation:
   """AdamW with warmup + schedule, global-norm clipping, accumulation and non-finite skipping.
 
@@ -128,26 +157,16 @@ def make_optimizer(*, learning_rate: float, total_steps: int, warmup_steps: int 
   `optax.apply_if_finite`); watch `skipped_updates` in the metrics.
 
   Args:
-    learning_rate: peak learning rate; see `make_schedule`.
+    options: the `AdamW` options (learning rate, schedule, Adam constants, clipping,
+      accumulation, skipping); see its fields.
     total_steps: training-loop steps (calls to `tx.update`), not optimizer updates.
-    warmup_steps: loop steps of linear warmup from 0.
-    schedule: "constant" | "linear" | "cosine" (after warmup).
-    end_learning_rate_ratio: final rate as a fraction of the peak.
-    weight_decay: λ, decoupled (AdamW) weight decay, multiplied by the learning rate.
-    b1: Adam first-moment decay.
-    b2: Adam second-moment decay.
-    eps: Adam denominator epsilon, added outside the square root.
-    max_grad_norm: c, clip threshold on the global L2 norm; None disables clipping.
-    grad_accum_steps: k, micro-batches averaged (`optax.MultiSteps`, use_grad_mean) per update.
-      k = 1 skips the wrapper and its parameter-sized accumulator.
-    skip_nonfinite: wrap everything in `optax.apply_if_finite`.
     weight_decay_mask: optax `mask` for the decay (pytree of bools or callable); None decays
       every parameter.
 
   Returns:
     An `optax.GradientTransformation`; call `update(grads, opt_state, params)`. Its state
-    structure depends on `max_grad_norm is None`, `grad_accum_steps == 1` and
-    `skip_nonfinite`, so those belong in the checkpoint's config fingerprint.
+    structure depends on `options.max_grad_norm is None`, `options.grad_accum_steps == 1` and
+    `options.skip_nonfinite`, so those belong in the checkpoint's config fingerprint.
 
   Raises:
     ValueError: unknown `schedule` (listing valid names) or out-of-range numbers.
@@ -156,7 +175,7 @@ def make_optimizer(*, learning_rate: float, total_steps: int, warmup_steps: int 
     Loshchilov & Hutter, AdamW, arXiv:1711.05101, Alg. 2; Kingma & Ba, Adam, arXiv:1412.6980,
     Alg. 1; Pascanu et al., arXiv:1211.5063, Alg. 2 (norm clipping).
 
-  >>> tx = make_optimizer(learning_rate=0.1, total_steps=10, schedule="constant")
+  >>> tx = make_optimizer(AdamW(learning_rate=0.1, schedule="constant"), total_steps=10)
   >>> params = {"w": jnp.zeros(2)}
   >>> opt_state = tx.init(params)
   >>> updates, opt_state = tx.update({"w": jnp.array([1.0, -1.0])}, opt_state, params)
@@ -166,6 +185,12 @@ def make_optimizer(*, learning_rate: float, total_steps: int, warmup_steps: int 
   >>> [float(u) for u in updates["w"]], int(skipped_updates(opt_state))
   ([0.0, 0.0], 1)
   """
+  o = options
+  learning_rate, warmup_steps, schedule = o.learning_rate, o.warmup_steps, o.schedule
+  end_learning_rate_ratio, weight_decay, b1, b2, eps = (o.end_learning_rate_ratio,
+                                                         o.weight_decay, o.b1, o.b2, o.eps)
+  max_grad_norm, grad_accum_steps, skip_nonfinite = (o.max_grad_norm, o.grad_accum_steps,
+                                                     o.skip_nonfinite)
   if grad_accum_steps < 1:
     raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}.")
   if max_grad_norm is not None and max_grad_norm <= 0:
@@ -214,7 +239,7 @@ def skipped_updates(opt_state: Any) -> jax.Array:
   Returns 0 when the optimizer was built with `skip_nonfinite=False` (nothing is skipped then:
   a NaN gradient poisons the parameters).
 
-  >>> tx = make_optimizer(learning_rate=0.1, total_steps=10)
+  >>> tx = make_optimizer(AdamW(learning_rate=0.1), total_steps=10)
   >>> int(skipped_updates(tx.init({"w": jnp.zeros(2)})))
   0
   """
@@ -229,7 +254,8 @@ def learning_rate_at(opt_state: Any) -> jax.Array:
   exact under accumulation and skipping; jittable. For the rate at an arbitrary loop step use
   `make_schedule(...)(step)` instead.
 
-  >>> tx = make_optimizer(learning_rate=1.0, total_steps=4, warmup_steps=2, schedule="constant")
+  >>> tx = make_optimizer(AdamW(learning_rate=1.0, warmup_steps=2, schedule="constant"),
+  ...                     total_steps=4)
   >>> params = {"w": jnp.zeros(1)}
   >>> opt_state = tx.init(params)
   >>> for _ in range(2):

@@ -1,19 +1,21 @@
 """Sampling completions from a decoder LM: jitted prefill + KV-cache decode, groups, stop tokens.
 
 `generate` repeats each prompt `num_samples` (G) times contiguously, so rows [p*G, (p+1)*G) of
-every output belong to prompt p, the layout `advantages.py` reshapes to [P, G]. One compiled
-program serves every call with the same static options and the same bucketed shapes: the
+every output belong to prompt p, the layout `advantages.py` reshapes to [P, G]. How tokens are
+drawn and when a row stops is a `Decoding`. One compiled program serves every call with the
+same static options (sizes, temperature, top-k, top-p) and the same bucketed shapes: the
 prompt length is left-padded up to a multiple of `PROMPT_BUCKET`, and the stop ids are padded
 to a multiple of `STOP_BUCKET`, so neither the prompt content nor the stop ids recompile.
 
 The decode loop is a `lax.while_loop` that stops as soon as every row has emitted a stop token;
-positions after a row's stop token hold `pad_token_id` with mask 0. Two things keep a CPU decode
-step lean (`benchmarks/rollouts.py`, `benchmarks/decode_steps.py`). A step reads every slot of
-the KV cache it is given, so the cache grows with the completion instead of starting at its
-final size: decoding runs as up to `DECODE_SEGMENTS` consecutive while-loops, each over a cache
-(a static shape) just long enough for its own steps. And every random number of a call is drawn
-before the loop, one uniform per row and step, and tokens are sampled by inverting the cdf
-(`_sample_with_uniform`): threefry inside the loop lowers to two rolled loops per step on CPU.
+positions after a row's stop token hold `Decoding.pad_token_id` with mask 0. Two things keep a
+CPU decode step lean (`benchmarks/rollouts.py`, `benchmarks/decode_steps.py`). A step reads
+every slot of the KV cache it is given, so the cache grows with the completion instead of
+starting at its final size: decoding runs as up to `DECODE_SEGMENTS` consecutive while-loops,
+each over a cache (a static shape) just long enough for its own steps. And every random number
+of a call is drawn before the loop, one uniform per row and step, and tokens are sampled by
+inverting the cdf (`_sample_with_uniform`): threefry inside the loop lowers to two rolled loops
+per step on CPU.
 
 `token_logprobs` recomputes per-token log-probs of given completions with a teacher-forced
 forward pass (old / reference log-probs for the policy losses) with `kernels/logprobs.py`, the
@@ -21,10 +23,10 @@ project's one teacher-forced log-softmax gather; the decode loop, which already 
 logits of one step, gathers them with `_gather_logprobs`.
 """
 
+import dataclasses
 import functools
 import math
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -40,6 +42,33 @@ PROMPT_BUCKET = 16     # prompt lengths are left-padded up to a multiple of this
 STOP_BUCKET = 8        # stop-id lists are padded (with -1, matching nothing) to a multiple
 DECODE_SEGMENTS = 8    # the KV cache grows (by re-padding) at most this many times per call
 MIN_SEGMENT = 8        # ... and only by at least this many decode steps at a time
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+  """How tokens are drawn and when a row stops (see `generate`).
+
+  Attributes:
+    temperature: τ ≥ 0; 0 = greedy decoding.
+    top_k: keep the k most likely tokens (0 = off).
+    top_p: nucleus mass in (0, 1] (1 = off).
+    eos_token_id: stops a row (None: only `stop_token_ids` stop; pass the tokenizer's).
+    stop_token_ids: more ids that end a completion.
+    pad_token_id: written after a row's stop token (and left of bucketed prompts).
+  """
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  eos_token_id: int | None = None
+  stop_token_ids: tuple[int, ...] = ()
+  pad_token_id: int = 0
+
+
+class _Sampling(NamedTuple):
+  """The static part of a `Decoding` (the stop and pad ids are traced: no recompilation)."""
+  temperature: float
+  top_k: int
+  top_p: float
 
 
 @flax.struct.dataclass
@@ -222,10 +251,11 @@ def _grow(cache: transformer.KVCache, length: int) -> transformer.KVCache:
                        positions=pad(cache.positions), segment_ids=pad(cache.segment_ids))
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "graphdef", "max_new_tokens", "num_samples", "temperature", "top_k", "top_p"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "num_samples",
+                                             "sampling"))
 def _generate(graphdef, params, prompt_PxS, prompt_mask_PxS, rng, stop_ids, pad_id, *,
-              max_new_tokens, num_samples, temperature, top_k, top_p):
+              max_new_tokens, num_samples, sampling: _Sampling):
+  temperature, top_k, top_p = sampling
   model = nnx.merge(graphdef, params)
   num_prompts, prompt_len = prompt_PxS.shape
   rows, steps = num_prompts * num_samples, max_new_tokens
@@ -302,18 +332,14 @@ def generate(
     rng: jax.Array,
     *,
     max_new_tokens: int,
-    eos_token_id: int | None = None,
-    temperature: float | int = 1.0,
-    top_k: int = 0,
-    top_p: float | int = 1.0,
     num_samples: int = 1,
-    stop_token_ids: Sequence[int] = (),
-    pad_token_id: int = 0,
+    decoding: Decoding = Decoding(),
 ) -> Rollout:
   """Samples `num_samples` completions of `max_new_tokens` tokens for every prompt.
 
   x_t ~ softmax(filter(logits(x_<t) / temperature)) (see `sample_logits`), for t = 1..T or
   until x_t ∈ {eos_token_id} ∪ stop_token_ids; the stop token is part of the completion.
+  temperature, top_k, top_p, eos_token_id, stop_token_ids and pad_token_id are `decoding`'s.
 
   Args:
     model: a `Transformer`, or `(graphdef, params)` from `nnx.split(model, nnx.Param)`.
@@ -321,13 +347,9 @@ def generate(
     prompt_mask: [P, S] 1 on real prompt tokens.
     rng: PRNG key; it draws one uniform per row and step, so a call is reproducible.
     max_new_tokens: T, the completion length of the outputs.
-    eos_token_id: stops a row (None: only `stop_token_ids` stop; pass the tokenizer's).
-    temperature: τ ≥ 0; 0 = greedy decoding.
-    top_k: keep the k most likely tokens (0 = off).
-    top_p: nucleus mass in (0, 1] (1 = off).
     num_samples: G completions per prompt, rows [p*G, (p+1)*G) for prompt p.
-    stop_token_ids: more ids that end a completion.
-    pad_token_id: written after a row's stop token.
+    decoding: temperature, top-k, top-p, stop ids and pad id (`Decoding`; the default samples
+      from the model at temperature 1 until max_new_tokens, padding with 0).
 
   Returns:
     A `Rollout` with [B = P*G, ...] arrays; see its docstring for `logprobs` vs `model_logprobs`.
@@ -339,7 +361,8 @@ def generate(
   ...                              num_layers=1, num_heads=2, num_kv_heads=1, head_dim=4),
   ...                  rngs=nnx.Rngs(0))
   >>> out = generate(lm, jnp.array([[0, 5, 6], [4, 5, 6]]), jnp.array([[0, 1, 1], [1, 1, 1]]),
-  ...                jax.random.key(0), max_new_tokens=4, eos_token_id=None, num_samples=2)
+  ...                jax.random.key(0), max_new_tokens=4, num_samples=2,
+  ...                decoding=Decoding(eos_token_id=None))
   >>> out.tokens.shape, out.prompt_length, out.completion_tokens.shape, out.lengths.tolist()
   ((4, 20), 16, (4, 4), [4, 4, 4, 4])
   """
@@ -350,18 +373,19 @@ def generate(
                      "must both be [P, S]")
   if max_new_tokens < 1 or num_samples < 1:
     raise ValueError(f"max_new_tokens={max_new_tokens} and num_samples={num_samples} must be >= 1")
-  _check_sampling(temperature, top_k, top_p)
+  d = decoding
+  _check_sampling(d.temperature, d.top_k, d.top_p)
   graphdef, params = _split(model)
   pad = -prompt_tokens.shape[1] % PROMPT_BUCKET
-  stops = ([] if eos_token_id is None else [eos_token_id]) + list(stop_token_ids)
+  stops = ([] if d.eos_token_id is None else [d.eos_token_id]) + list(d.stop_token_ids)
   stops += [-1] * (STOP_BUCKET * max(1, math.ceil(len(stops) / STOP_BUCKET)) - len(stops))
   # Explicit device_puts only, so that callers may run under jax_transfer_guard="disallow".
   return _generate(
-      graphdef, params, _left_pad(prompt_tokens, pad, pad_token_id),
+      graphdef, params, _left_pad(prompt_tokens, pad, d.pad_token_id),
       _left_pad(prompt_mask, pad, 0), rng, jax.device_put(np.asarray(stops, np.int32)),
-      jax.device_put(np.asarray(pad_token_id, np.int32)),
-      max_new_tokens=max_new_tokens, num_samples=num_samples, temperature=float(temperature),
-      top_k=int(top_k), top_p=float(top_p))
+      jax.device_put(np.asarray(d.pad_token_id, np.int32)),
+      max_new_tokens=max_new_tokens, num_samples=num_samples,
+      sampling=_Sampling(float(d.temperature), int(d.top_k), float(d.top_p)))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "completion_start", "temperature"))

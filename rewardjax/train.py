@@ -94,13 +94,13 @@ def load_data(config, tokenizer, record_kind: str) -> tuple[dict, dict]:
   return {}, {"train": train, "heldout": heldout}
 
 
-def make_optimizer(o, total_steps: int, **overrides):
-  kwargs = dict(learning_rate=o.learning_rate, total_steps=total_steps,
-                warmup_steps=min(o.warmup_steps, total_steps), schedule=o.schedule,
-                weight_decay=o.weight_decay,
-                b1=o.b1, b2=o.b2, max_grad_norm=o.max_grad_norm or None,
-                grad_accum_steps=o.grad_accum_steps)
-  return optim.make_optimizer(**{**kwargs, **overrides})
+def make_optimizer(o, total_steps: int):
+  """`optim.make_optimizer` from the `optim` config block."""
+  return optim.make_optimizer(optim.AdamW(
+      learning_rate=o.learning_rate, warmup_steps=min(o.warmup_steps, total_steps),
+      schedule=o.schedule, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2,
+      max_grad_norm=o.max_grad_norm or None, grad_accum_steps=o.grad_accum_steps),
+      total_steps=total_steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,9 +264,9 @@ def warm_start(job: Job, config, mesh, rng, writer):
   """The warm-start stage: the SFT program from a fresh LM, through `train_steps`; returns the
   language model's params."""
   w = config.warmstart
-  tx = optim.make_optimizer(learning_rate=w.learning_rate, total_steps=w.steps,
-                            warmup_steps=min(w.warmup_steps, w.steps), schedule="cosine",
-                            b2=0.99)
+  tx = optim.make_optimizer(optim.AdamW(learning_rate=w.learning_rate,
+                                        warmup_steps=min(w.warmup_steps, w.steps),
+                                        schedule="cosine", b2=0.99), total_steps=w.steps)
   params = nnx.to_pure_dict(nnx.split(job.warmstart.model_fn(nnx.Rngs(config.seed)),
                                       nnx.Param)[1])
   state, shardings = create_state(job.warmstart.model_fn, tx, mesh, rng, params=params,

@@ -115,7 +115,8 @@ def test_one_update_moves_params_by_the_first_adam_step():
   graphdef, params = nnx.split(model, nnx.Param)
   params = nnx.to_pure_dict(params)
   lr, eps = 1e-2, 1e-8
-  tx = optim.make_optimizer(learning_rate=lr, total_steps=10, schedule="constant", eps=eps)
+  tx = optim.make_optimizer(optim.AdamW(learning_rate=lr, schedule="constant", eps=eps),
+                            total_steps=10)
   state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                            opt_state=tx.init(params), rng=jax.random.key(0),
                            graphdef=graphdef, tx=tx)

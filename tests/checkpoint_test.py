@@ -22,8 +22,8 @@ class _State:
 
 
 def _make_state(w_shape=(8, 4)):
-  tx = optim.make_optimizer(learning_rate=0.1, total_steps=10, warmup_steps=2, weight_decay=0.1,
-                            grad_accum_steps=2)
+  tx = optim.make_optimizer(optim.AdamW(learning_rate=0.1, warmup_steps=2, weight_decay=0.1,
+                                        grad_accum_steps=2), total_steps=10)
   rng = np.random.default_rng(0)
   params = {"w": jnp.asarray(rng.normal(size=w_shape), jnp.float32),
             "emb": jnp.asarray(rng.normal(size=(3, 4)), jnp.bfloat16)}

@@ -83,8 +83,9 @@ def _out_and_grads(fn, case, args):
   return jax.jit(step).lower(*args).compile(FAST_COMPILE)(*args)
 
 
-def _kernel(q, k, v, **kwargs):
-  return fa.flash_attention(q, k, v, block_sizes=BLOCKS, **kwargs)
+def _kernel(q, k, v, *, causal, sliding_window, **ids):
+  options = fa.FlashOptions(causal=causal, sliding_window=sliding_window, block_sizes=BLOCKS)
+  return fa.flash_attention(q, k, v, options=options, **ids)
 
 
 @pytest.fixture(scope="module", params=list(CASES))

@@ -55,7 +55,8 @@ def grpo_step(mesh, checkpoint_dir=None) -> dict:
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda a: rng.normal(0.0, 0.1, a.shape).astype(a.dtype),
                         abstract_params())
-  tx = optim.make_optimizer(learning_rate=1e-2, total_steps=1, schedule="constant", eps=1e-3)
+  tx = optim.make_optimizer(optim.AdamW(learning_rate=1e-2, schedule="constant", eps=1e-3),
+                            total_steps=1)
   key = jax.random.key(0)
   state, state_sharding = train.create_state(model_fn, tx, mesh, key, params=params,
                                              with_ref=True)
@@ -68,8 +69,8 @@ def grpo_step(mesh, checkpoint_dir=None) -> dict:
   prompts_d, prompt_mask_d = sharding.host_batch((prompts[mine], prompt_mask[mine]), mesh)
   with jax.set_mesh(mesh):
     out = rollouts.generate((state.graphdef, state.params), prompts_d, prompt_mask_d,
-                            jax.random.key(1), max_new_tokens=NEW_TOKENS, eos_token_id=None,
-                            num_samples=GROUP)
+                            jax.random.key(1), max_new_tokens=NEW_TOKENS, num_samples=GROUP,
+                            decoding=rollouts.Decoding(eos_token_id=None))
     # Host-side reward of this host's own rollouts (whole groups: rows p*G .. p*G+G-1).
     completions = sharding.local_rows(out.completion_tokens)
     rewards = (completions < 32).mean(axis=1).astype(np.float32)

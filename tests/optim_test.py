@@ -59,13 +59,13 @@ def test_no_warmup_starts_at_peak():
 ])
 def test_bad_options_raise(kwargs, match):
   with pytest.raises(ValueError, match=match):
-    optim.make_optimizer(learning_rate=1e-3, total_steps=10, **kwargs)
+    optim.make_optimizer(optim.AdamW(learning_rate=1e-3, **kwargs), total_steps=10)
 
 
 @pytest.mark.parametrize("grad_accum_steps", [1, 2])
 def test_nonfinite_grad_is_skipped_then_finite_grad_updates(grad_accum_steps):
-  tx = optim.make_optimizer(learning_rate=0.1, total_steps=10, weight_decay=0.01,
-                            grad_accum_steps=grad_accum_steps)
+  tx = optim.make_optimizer(optim.AdamW(learning_rate=0.1, weight_decay=0.01,
+                                        grad_accum_steps=grad_accum_steps), total_steps=10)
   params = _params()
   opt_state = tx.init(params)
   # One finite micro-step first so the inner state is not trivially the init state.
@@ -113,7 +113,8 @@ def test_skipped_updates_is_zero_without_skipping():
   weight decay 0.1.
   """
   opts = dict(b1=0.9, b2=0.999, eps=1e-2, weight_decay=0.1, max_grad_norm=0.5)
-  tx = optim.make_optimizer(learning_rate=0.1, total_steps=10, schedule="linear", **opts)
+  tx = optim.make_optimizer(optim.AdamW(learning_rate=0.1, schedule="linear", **opts),
+                            total_steps=10)
   update = jax.jit(tx.update)
   params = _params()
   opt_state = tx.init(params)
@@ -151,7 +152,8 @@ def test_skipped_updates_is_zero_without_skipping():
   close(params, want[3])
 
   # Without skipping there is nothing to count: the counter stays 0 and NaN reaches the params.
-  tx = optim.make_optimizer(learning_rate=0.1, total_steps=10, skip_nonfinite=False)
+  tx = optim.make_optimizer(optim.AdamW(learning_rate=0.1, skip_nonfinite=False),
+                            total_steps=10)
   updates, opt_state = jax.jit(tx.update)(bad, tx.init(params), params)
   assert int(optim.skipped_updates(opt_state)) == 0
   assert np.isnan(np.asarray(optax.apply_updates(params, updates)["w"])).all()
@@ -159,10 +161,9 @@ def test_skipped_updates_is_zero_without_skipping():
 
 def test_accumulating_k_micro_steps_equals_one_step_on_mean_gradient():
   k = 3
-  common = dict(learning_rate=0.05, total_steps=30, schedule="constant", weight_decay=0.1,
-                max_grad_norm=0.5)
-  tx_acc = optim.make_optimizer(grad_accum_steps=k, **common)
-  tx_one = optim.make_optimizer(grad_accum_steps=1, **common)
+  common = dict(learning_rate=0.05, schedule="constant", weight_decay=0.1, max_grad_norm=0.5)
+  tx_acc = optim.make_optimizer(optim.AdamW(grad_accum_steps=k, **common), total_steps=30)
+  tx_one = optim.make_optimizer(optim.AdamW(grad_accum_steps=1, **common), total_steps=30)
   params = _params()
   state_acc, state_one = tx_acc.init(params), tx_one.init(params)
   params_acc = params_one = params
@@ -182,9 +183,9 @@ def test_accumulating_k_micro_steps_equals_one_step_on_mean_gradient():
 
 def test_learning_rate_at_counts_loop_steps_under_accumulation():
   k = 2
-  kwargs = dict(learning_rate=1.0, total_steps=8, warmup_steps=4, schedule="linear")
-  tx = optim.make_optimizer(grad_accum_steps=k, **kwargs)
-  sched = optim.make_schedule(**kwargs)
+  kwargs = dict(learning_rate=1.0, warmup_steps=4, schedule="linear")
+  tx = optim.make_optimizer(optim.AdamW(grad_accum_steps=k, **kwargs), total_steps=8)
+  sched = optim.make_schedule(total_steps=8, **kwargs)
   params = _params()
   opt_state = tx.init(params)
   for _ in range(2 * k):  # two applied updates: the second uses the rate at loop step k
@@ -194,7 +195,8 @@ def test_learning_rate_at_counts_loop_steps_under_accumulation():
 
 
 def test_bfloat16_params_keep_their_dtype_through_skip_and_accumulation():
-  tx = optim.make_optimizer(learning_rate=0.1, total_steps=10, grad_accum_steps=2)
+  tx = optim.make_optimizer(optim.AdamW(learning_rate=0.1, grad_accum_steps=2),
+                            total_steps=10)
   params = {"w": jnp.ones((2, 2), jnp.bfloat16)}
   opt_state = tx.init(params)
   for g in (1.0, jnp.nan, 0.5):

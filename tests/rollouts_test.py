@@ -80,7 +80,7 @@ KEY = jax.random.key(0)
 def _greedy(split, prompts=PROMPTS, mask=MASK, **kw):
   kw.setdefault("eos_token_id", None)
   return rollouts.generate(split, prompts, mask, KEY, max_new_tokens=T,
-                           temperature=0.0, pad_token_id=PAD, **kw)
+                           decoding=rollouts.Decoding(temperature=0.0, pad_token_id=PAD, **kw))
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +108,9 @@ def test_greedy_matches_transformers_as_the_cache_grows(models):
     ref = models[0].generate(
         input_ids=torch.from_numpy(PROMPTS).long(), attention_mask=torch.from_numpy(MASK).long(),
         do_sample=False, max_new_tokens=40, eos_token_id=None, pad_token_id=PAD)
-  out = rollouts.generate(models[1], PROMPTS, MASK, KEY, max_new_tokens=40, temperature=0.0,
-                          eos_token_id=None, pad_token_id=PAD)
+  out = rollouts.generate(models[1], PROMPTS, MASK, KEY, max_new_tokens=40,
+                          decoding=rollouts.Decoding(temperature=0.0, eos_token_id=None,
+                                                     pad_token_id=PAD))
   np.testing.assert_array_equal(np.asarray(out.completion_tokens),
                                 ref[:, PROMPTS.shape[1]:].numpy())
 
@@ -158,7 +159,7 @@ def test_stop_token_ids(models, greedy):
 
 def test_top_k_1_equals_greedy(models, greedy):
   out = rollouts.generate(models[1], PROMPTS, MASK, jax.random.key(3), max_new_tokens=T,
-                          eos_token_id=None, temperature=1.0, top_k=1)
+                          decoding=rollouts.Decoding(eos_token_id=None, temperature=1.0, top_k=1))
   np.testing.assert_array_equal(np.asarray(out.completion_tokens),
                                 np.asarray(greedy.completion_tokens))
   assert float(jnp.abs(out.logprobs).max()) == 0.0  # one token kept: probability 1
@@ -186,7 +187,8 @@ def test_sampling_filters_statistics(options, expected):
 @pytest.fixture(scope="module")
 def sampled(models):
   return rollouts.generate(models[1], PROMPTS[:2], MASK[:2], jax.random.key(7),
-                           max_new_tokens=T, eos_token_id=5, num_samples=3, temperature=0.7)
+                           max_new_tokens=T, num_samples=3,
+                           decoding=rollouts.Decoding(eos_token_id=5, temperature=0.7))
 
 
 def test_num_samples_layout(sampled):
@@ -236,11 +238,10 @@ def test_no_recompilation_nor_implicit_transfers(models, greedy, sampled):
 def test_bad_inputs_raise(models):
   # Under the test suite's jaxtyping hook the annotation check fires before the ValueError.
   with pytest.raises((ValueError, jaxtyping.TypeCheckError)):
-    rollouts.generate(models[1], PROMPTS, MASK[:, 1:], jax.random.key(0), max_new_tokens=2,
-                      eos_token_id=None)
+    rollouts.generate(models[1], PROMPTS, MASK[:, 1:], jax.random.key(0), max_new_tokens=2)
   with pytest.raises(ValueError, match="top_p"):
     rollouts.generate(models[1], PROMPTS, MASK, jax.random.key(0), max_new_tokens=2,
-                      eos_token_id=None, top_p=0.0)
+                      decoding=rollouts.Decoding(top_p=0.0))
   with pytest.raises(ValueError, match="left-padded"):
     rollouts.generate(models[1], PROMPTS, MASK[:, ::-1].copy(), jax.random.key(0),
-                      max_new_tokens=2, eos_token_id=None)
+                      max_new_tokens=2)

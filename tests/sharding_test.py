@@ -16,7 +16,8 @@ CONFIG = transformer.ModelConfig(vocab_size=64, hidden_size=32, intermediate_siz
 ROWS, PROMPT, COMPLETION = 8, 8, 8  # 8 rows: 2 per (data, fsdp) shard of the 2x2x2 mesh
 # Adam's eps is large so a near-zero gradient whose rounding depends on the reduction order
 # (which sharding changes) cannot turn into an lr-sized step of opposite sign.
-TX = optim.make_optimizer(learning_rate=1e-2, total_steps=2, schedule="constant", eps=1e-3)
+TX = optim.make_optimizer(optim.AdamW(learning_rate=1e-2, schedule="constant", eps=1e-3),
+                          total_steps=2)
 # Backend optimisation level 0 halves the CPU compile time; sharding semantics are unchanged.
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 

@@ -161,8 +161,9 @@ def task_accuracy(setup: Setup, problems: list, state, rng) -> dict:
   d = setup.data
   return accuracy.task_accuracy(
       state.graphdef, state.params, setup.tokenizer, problems, rng, fmt=d.fmt,
-      max_new_tokens=setup.sampling.max_new_tokens, batch_size=setup.eval_batch_size,
-      bucket=d.bucket, max_prompt_length=d.max_prompt_length)
+      sizes=accuracy.EvalSizes(max_new_tokens=setup.sampling.max_new_tokens,
+                               batch_size=setup.eval_batch_size, bucket=d.bucket,
+                               max_prompt_length=d.max_prompt_length))
 
 
 def language_model_params(lm_params, rng):

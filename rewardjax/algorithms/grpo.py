@@ -126,9 +126,10 @@ def sample(state, items: Sequence[dict], rng: jax.Array, *, setup: base.Setup) -
       max_length=d.max_prompt_length)
   out = rollouts.generate(
       (state.graphdef, state.params), *sharding.feed((prompt_tokens, prompt_mask), setup.mesh),
-      rng, max_new_tokens=s.max_new_tokens, eos_token_id=setup.tokenizer.eos_token_id,
-      temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, num_samples=s.num_generations,
-      pad_token_id=tokenizers.pad_token_id(setup.tokenizer))
+      rng, max_new_tokens=s.max_new_tokens, num_samples=s.num_generations,
+      decoding=rollouts.Decoding(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                                 eos_token_id=setup.tokenizer.eos_token_id,
+                                 pad_token_id=tokenizers.pad_token_id(setup.tokenizer)))
   # Every process gets every row (decoding and rewards are host work, the same everywhere).
   return sharding.gather({"tokens": out.tokens, "prompt_mask": out.prompt_mask,
                           "completion_mask": out.completion_mask,

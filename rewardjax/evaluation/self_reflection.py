@@ -5,7 +5,8 @@ All prompts come from a `formatter` (`rewardjax.recipes.spark.Formatter`): `ques
 `reflection(kind, question, content, i)`, `target(label)`, `split_verdict(text)`,
 `judge_reward(text, label)` and `fmt`. A judge completion is working then a verdict; only the
 verdict is scored. Every generation goes through `accuracy.generate_texts` in fixed-size
-batches (greedy unless stated), so repeated evaluations reuse the compiled programs.
+batches of fixed `accuracy.EvalSizes` (greedy unless stated), so repeated evaluations reuse
+the compiled programs.
 
   self_judging_eval  one call: held-out rollouts -> every metric below
   heldout_judge_items balanced pointwise / pairwise judge items and reflection items
@@ -13,6 +14,7 @@ batches (greedy unless stated), so repeated evaluations reuse the compiled progr
   best_of_n          pick one of N samples by the model's own P(yes) on the pointwise prompt
 """
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -22,6 +24,22 @@ from rewardjax import rollouts, sharding
 from rewardjax.data import tokenizers
 from rewardjax.evaluation import accuracy
 from rewardjax.rewards import verifiers
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfJudging:
+  """What `self_judging_eval` runs, besides the generation sizes.
+
+  Attributes:
+    num_samples: K temperature-1 answers per held-out problem (judge items and best-of-N).
+    max_round: rounds of the test-time self-reflection loop (`self_reflect`).
+    judge_index: pointwise template judging an answer (self-reflection and best-of-N).
+    revise_index: answer-reflection template re-answering a rejected answer.
+  """
+  num_samples: int
+  max_round: int
+  judge_index: int
+  revise_index: int
 
 
 def _answer(text: str, fmt: str) -> str:
@@ -121,6 +139,7 @@ def self_reflect(graphdef, params, tokenizer, items: Sequence[dict], rng: jax.Ar
   template `judge_index`; a "yes" verdict closes it, any other verdict replaces it with the
   answer to answer-reflection template `revise_index` ("this answer is incorrect, solve
   again"). The answer revised in the last round is kept without a further judgement.
+  `generate_kwargs` go to `accuracy.generate_texts` (at least `sizes`, an `EvalSizes`).
 
   Returns:
     {"self_reflection_accuracy", "self_reflection_base_accuracy" (round 0, plain greedy),
@@ -161,9 +180,8 @@ def self_reflect(graphdef, params, tokenizer, items: Sequence[dict], rng: jax.Ar
 
 
 def best_of_n(graphdef, params, tokenizer, items: Sequence[dict], texts: Sequence[str], *,
-              num_samples: int, formatter, judge_index: int, max_new_tokens: int,
-              batch_size: int, bucket: int = 16,
-              max_prompt_length: int | None = None) -> dict[str, float]:
+              num_samples: int, formatter, judge_index: int,
+              sizes: accuracy.EvalSizes) -> dict[str, float]:
   """Best-of-N by self-judgement: keep the sample whose "yes" verdict is most likely.
 
   score_ik = log p(target(yes) | pointwise(question_i, answer_ik, judge_index), w_ik), with
@@ -181,12 +199,11 @@ def best_of_n(graphdef, params, tokenizer, items: Sequence[dict], texts: Sequenc
     prompts.append(prompt)
     targets.append(formatter.target(yes))
   verdicts = accuracy.generate_texts(graphdef, params, tokenizer, prompts, jax.random.key(0),
-                                     max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                     bucket=bucket, max_prompt_length=max_prompt_length)
+                                     sizes=sizes)
   working = [p + formatter.split_verdict(v)[0] for p, v in zip(prompts, verdicts)]
   scores_PxK = completion_logprobs(graphdef, params, tokenizer, working, targets,
-                                   batch_size=batch_size, bucket=bucket,
-                                   max_prompt_length=max_prompt_length).reshape(-1, k)
+                                   batch_size=sizes.batch_size, bucket=sizes.bucket,
+                                   max_prompt_length=sizes.max_prompt_length).reshape(-1, k)
   correct_PxK = verifiers.verify_batch(
       texts, [it["answer"] for it in items for _ in range(k)], fmt).reshape(-1, k)
   picked_P = np.argmax(scores_PxK, axis=1)
@@ -195,25 +212,23 @@ def best_of_n(graphdef, params, tokenizer, items: Sequence[dict], texts: Sequenc
 
 
 def self_judging_eval(graphdef, params, tokenizer, items: Sequence[dict], *, formatter,
-                      seed: int, num_samples: int, max_round: int, judge_index: int,
-                      revise_index: int, max_new_tokens: int, batch_size: int,
-                      bucket: int = 16, max_prompt_length: int | None = None) -> dict:
+                      seed: int, protocol: SelfJudging, sizes: accuracy.EvalSizes) -> dict:
   """Every self-judging metric on held-out `items`, from one fixed-seed set of rollouts.
 
-  K = num_samples answers per problem at temperature 1 (key `seed`) feed the judge items
-  (`heldout_judge_items`) and best-of-N; judgements, reflections and the self-reflection loop
-  are greedy. judge_accuracy is the verifier's mean over pointwise and pairwise items together.
+  K = protocol.num_samples answers per problem at temperature 1 (key `seed`) feed the judge
+  items (`heldout_judge_items`) and best-of-N; judgements, reflections and the self-reflection
+  loop (`protocol.max_round` rounds) are greedy. judge_accuracy is the verifier's mean over
+  pointwise and pairwise items together. Every generation has the shapes `sizes`.
 
   Returns:
     A flat dict of floats: judge_accuracy, judge_pointwise_accuracy, judge_pairwise_accuracy,
     judge_items, reflection_fix_rate, the `self_reflect` and `best_of_n` metrics.
   """
   rng = jax.random.key(seed)
-  gen = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, bucket=bucket,
-             max_prompt_length=max_prompt_length)
+  num_samples, judge_index = protocol.num_samples, protocol.judge_index
   texts = accuracy.generate_texts(graphdef, params, tokenizer, [it["prompt"] for it in items],
                                   jax.random.fold_in(rng, 0), temperature=1.0,
-                                  num_samples=num_samples, **gen)
+                                  num_samples=num_samples, sizes=sizes)
   sets = heldout_judge_items(items, texts, num_samples=num_samples, formatter=formatter)
   out = {}
   scored = {}
@@ -221,7 +236,7 @@ def self_judging_eval(graphdef, params, tokenizer, items: Sequence[dict], *, for
     if judged:
       texts_j = accuracy.generate_texts(graphdef, params, tokenizer,
                                         [it["prompt"] for it in judged],
-                                        jax.random.fold_in(rng, 1), **gen)
+                                        jax.random.fold_in(rng, 1), sizes=sizes)
       if name == "reflection":
         scored[name] = verifiers.verify_batch(texts_j, [it["answer"] for it in judged],
                                               formatter.fmt)
@@ -236,8 +251,9 @@ def self_judging_eval(graphdef, params, tokenizer, items: Sequence[dict], *, for
                     ("reflection", "reflection_fix_rate")):
     out[key] = float(scored[name].mean()) if name in scored else float("nan")
   out.update(self_reflect(graphdef, params, tokenizer, items, jax.random.fold_in(rng, 2),
-                          formatter=formatter, max_round=max_round, judge_index=judge_index,
-                          revise_index=revise_index, **gen))
+                          formatter=formatter, max_round=protocol.max_round,
+                          judge_index=judge_index, revise_index=protocol.revise_index,
+                          sizes=sizes))
   out.update(best_of_n(graphdef, params, tokenizer, items, texts, num_samples=num_samples,
-                       formatter=formatter, judge_index=judge_index, **gen))
+                       formatter=formatter, judge_index=judge_index, sizes=sizes))
   return out

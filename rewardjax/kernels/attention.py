@@ -100,8 +100,8 @@ def attention(
 
     return flash_attention.flash_attention(
         query, key, value, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
-        q_positions=q_positions, kv_positions=kv_positions, causal=causal,
-        sliding_window=sliding_window)
+        q_positions=q_positions, kv_positions=kv_positions,
+        options=flash_attention.FlashOptions(causal=causal, sliding_window=sliding_window))
   mask = visibility_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions,
                          causal=causal, sliding_window=sliding_window)
   if impl == "cudnn" and jax.default_backend() != "gpu":

@@ -13,9 +13,10 @@ in-kernel loop walks the other sequence (Dao 2023, arXiv:2307.08691, Algorithms 
   dQ       : grid over query blocks, loop over key blocks.
 Grouped-query heads read their shared K/V block through the index map (h // G); dK and dV are
 written per query head in float32 and summed over the G heads of a group outside the kernel.
-Segment ids and positions enter twice: as columns [S, 1] for the gridded side and as rows
-[n_blocks, block] for the looped side, so every mask is a broadcast of a column against a row
-and no in-kernel transpose is needed.
+Segment ids and positions enter twice, stacked as one (segment, position) pair: as columns
+[2, S, 1] for the gridded side and as rows [2, n_blocks, block] for the looped side, so every
+mask is a broadcast of a column against a row and no in-kernel transpose is needed. Static
+options (softmax scale, causal, window) reach the kernels as one frozen `KernelOptions`.
 
 Masked scores never reach `exp` (sanitised with `where` first) and a query that sees no key
 keeps l = 0, so its output, log-sum-exp residual and gradients are exactly zero.
@@ -68,6 +69,30 @@ class BlockSizes:
     return cls(16, 16, 16, 16, 16, 16)
 
 
+@dataclasses.dataclass(frozen=True)
+class KernelOptions:
+  """Static options every kernel body closes over with functools.partial."""
+  scale: float           # softmax scale, K ** -0.5
+  causal: bool
+  window: int | None     # sliding window, None for none
+
+
+@dataclasses.dataclass(frozen=True)
+class FlashOptions:
+  """Static (jit-hashed) options of `flash_attention`.
+
+  Attributes:
+    causal: hide keys whose position is after the query's.
+    sliding_window: if set, also hide keys `sliding_window` or more positions back.
+    block_sizes: tiles; default `BlockSizes.get_default()` for the current backend.
+    interpret: run the kernels in Pallas interpret mode; default True on a CPU backend.
+  """
+  causal: bool = True
+  sliding_window: int | None = None
+  block_sizes: BlockSizes | None = None
+  interpret: bool | None = None
+
+
 def _visible(q_seg, q_pos, kv_seg, kv_pos, *, causal, window):
   """The module-doc visibility rule; a column [n, 1] against a row [1, m] gives [n, m]."""
   visible = (q_seg == kv_seg) & (kv_seg != 0)
@@ -87,21 +112,20 @@ def _dot(a, b):
   return jax.lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
 
 
-def _fwd_kernel(q_ref, k_ref, v_ref, q_seg_ref, q_pos_ref, kv_seg_ref, kv_pos_ref, o_ref, lse_ref,
-                *, scale, causal, window):
+def _fwd_kernel(q_ref, k_ref, v_ref, q_ids_ref, kv_ids_ref, o_ref, lse_ref, *, opts):
   """One query block against all key blocks: FlashAttention-2 Algorithm 1, lines 4-13."""
-  block_k = kv_seg_ref.shape[1]
+  block_k = kv_ids_ref.shape[2]
   q = q_ref[...]                                             # line 4: load Q_i
-  q_seg, q_pos = q_seg_ref[...], q_pos_ref[...]              # [bq, 1] columns
+  q_seg, q_pos = q_ids_ref[0], q_ids_ref[1]                  # [bq, 1] columns
   block_q, head_dim = q.shape
 
   def body(j, carry):                                        # line 6: for j in 1..T_c
     acc, m_prev, l_prev = carry
     rows = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
     k, v = k_ref[rows, :], v_ref[rows, :]                    # line 7: load K_j, V_j
-    visible = _visible(q_seg, q_pos, kv_seg_ref[pl.ds(j, 1), :], kv_pos_ref[pl.ds(j, 1), :],
-                       causal=causal, window=window)
-    s = _dot_nt(q, k) * scale                                # line 8: S = Q K^T
+    visible = _visible(q_seg, q_pos, kv_ids_ref[0, pl.ds(j, 1), :],
+                       kv_ids_ref[1, pl.ds(j, 1), :], causal=opts.causal, window=opts.window)
+    s = _dot_nt(q, k) * opts.scale                                # line 8: S = Q K^T
     m_cur = jnp.max(jnp.where(visible, s, MASK_VALUE), axis=1, keepdims=True)
     m_new = jnp.maximum(m_prev, m_cur)                       # line 9: running max m
     p = jnp.exp(jnp.where(visible, s - m_new, MASK_VALUE))  # line 9: P~ (0 where hidden)
@@ -113,32 +137,32 @@ def _fwd_kernel(q_ref, k_ref, v_ref, q_seg_ref, q_pos_ref, kv_seg_ref, kv_pos_re
   init = (jnp.zeros((block_q, head_dim), jnp.float32),       # line 5: O = 0, m = -inf, l = 0
           jnp.full((block_q, 1), MASK_VALUE, jnp.float32),
           jnp.zeros((block_q, 1), jnp.float32))
-  acc, m, l = jax.lax.fori_loop(0, kv_seg_ref.shape[0], body, init)
+  acc, m, l = jax.lax.fori_loop(0, kv_ids_ref.shape[1], body, init)
   # A query that sees no key has acc = 0 and l = 0: dividing by 1 gives the promised zeros.
   l = jnp.where(l == 0.0, 1.0, l)
   o_ref[...] = (acc / l).astype(o_ref.dtype)                 # line 12: O_i = diag(l)^-1 O
   lse_ref[...] = m + jnp.log(l)                              # line 13: L_i = m + log l
 
 
-def _dkv_kernel(q_ref, do_ref, lse_ref, delta_ref, k_ref, v_ref, q_seg_ref, q_pos_ref,
-                kv_seg_ref, kv_pos_ref, dk_ref, dv_ref, *, scale, causal, window):
+def _dkv_kernel(q_ref, do_ref, res_ref, k_ref, v_ref, q_ids_ref, kv_ids_ref, dk_ref, dv_ref, *,
+                opts):
   """One key block against all query blocks: Algorithm 2, lines 6-19, in the transposed frame.
 
   Rows are keys and columns queries (S^T = K Q^T), so the per-query residuals L and D are rows
-  and every product is a plain or NT matmul.
+  (stacked in `res_ref` [2, n_blocks, bq]) and every product is a plain or NT matmul.
   """
-  block_q = q_seg_ref.shape[1]
+  block_q = q_ids_ref.shape[2]
   k, v = k_ref[...], v_ref[...]                              # line 6: load K_j, V_j
-  kv_seg, kv_pos = kv_seg_ref[...], kv_pos_ref[...]          # [bk, 1] columns
+  kv_seg, kv_pos = kv_ids_ref[0], kv_ids_ref[1]              # [bk, 1] columns
 
   def body(i, carry):                                        # line 8: for i in 1..T_r
     dk, dv = carry
     rows = pl.ds(pl.multiple_of(i * block_q, block_q), block_q)
     q, do = q_ref[rows, :], do_ref[rows, :]                  # line 9: load Q_i, dO_i
-    lse, delta = lse_ref[pl.ds(i, 1), :], delta_ref[pl.ds(i, 1), :]  # [1, bq] rows
-    visible_t = _visible(q_seg_ref[pl.ds(i, 1), :], q_pos_ref[pl.ds(i, 1), :], kv_seg, kv_pos,
-                         causal=causal, window=window)
-    s_t = _dot_nt(k, q) * scale                              # line 10: S^T = K Q^T
+    lse, delta = res_ref[0, pl.ds(i, 1), :], res_ref[1, pl.ds(i, 1), :]  # [1, bq] rows
+    visible_t = _visible(q_ids_ref[0, pl.ds(i, 1), :], q_ids_ref[1, pl.ds(i, 1), :], kv_seg,
+                         kv_pos, causal=opts.causal, window=opts.window)
+    s_t = _dot_nt(k, q) * opts.scale                              # line 10: S^T = K Q^T
     p_t = jnp.exp(jnp.where(visible_t, s_t - lse, MASK_VALUE))  # line 11: P = exp(S - L)
     dv = dv + _dot(p_t.astype(do.dtype), do)                 # line 12: dV += P^T dO
     dp_t = _dot_nt(v, do)                                    # line 13: dP^T = V dO^T
@@ -147,30 +171,30 @@ def _dkv_kernel(q_ref, do_ref, lse_ref, delta_ref, k_ref, v_ref, q_seg_ref, q_po
     return dk, dv
 
   zeros = jnp.zeros(k.shape, jnp.float32)                   # line 7: dK_j = dV_j = 0
-  dk, dv = jax.lax.fori_loop(0, q_seg_ref.shape[0], body, (zeros, zeros))
-  dk_ref[...] = (dk * scale).astype(dk_ref.dtype)            # line 18, with the softmax scale
+  dk, dv = jax.lax.fori_loop(0, q_ids_ref.shape[1], body, (zeros, zeros))
+  dk_ref[...] = (dk * opts.scale).astype(dk_ref.dtype)            # line 18, with the softmax scale
   dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
-def _dq_kernel(q_ref, do_ref, lse_ref, delta_ref, k_ref, v_ref, q_seg_ref, q_pos_ref,
-               kv_seg_ref, kv_pos_ref, dq_ref, *, scale, causal, window):
+def _dq_kernel(q_ref, do_ref, lse_ref, delta_ref, k_ref, v_ref, q_ids_ref, kv_ids_ref, dq_ref, *,
+               opts):
   """One query block against all key blocks: Algorithm 2, line 15 (dQ += dS K) without atomics."""
-  block_k = kv_seg_ref.shape[1]
+  block_k = kv_ids_ref.shape[2]
   q, do = q_ref[...], do_ref[...]
   lse, delta = lse_ref[...], delta_ref[...]                  # [bq, 1] columns
-  q_seg, q_pos = q_seg_ref[...], q_pos_ref[...]
+  q_seg, q_pos = q_ids_ref[0], q_ids_ref[1]
 
   def body(j, dq):
     rows = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
     k, v = k_ref[rows, :], v_ref[rows, :]
-    visible = _visible(q_seg, q_pos, kv_seg_ref[pl.ds(j, 1), :], kv_pos_ref[pl.ds(j, 1), :],
-                       causal=causal, window=window)
-    p = jnp.exp(jnp.where(visible, _dot_nt(q, k) * scale - lse, MASK_VALUE))  # lines 10-11
+    visible = _visible(q_seg, q_pos, kv_ids_ref[0, pl.ds(j, 1), :],
+                       kv_ids_ref[1, pl.ds(j, 1), :], causal=opts.causal, window=opts.window)
+    p = jnp.exp(jnp.where(visible, _dot_nt(q, k) * opts.scale - lse, MASK_VALUE))  # lines 10-11
     ds = p * (_dot_nt(do, v) - delta)                        # lines 13-14
     return dq + _dot(ds.astype(k.dtype), k)                  # line 15: dQ += dS K
 
-  dq = jax.lax.fori_loop(0, kv_seg_ref.shape[0], body, jnp.zeros(q.shape, jnp.float32))
-  dq_ref[...] = (dq * scale).astype(dq_ref.dtype)
+  dq = jax.lax.fori_loop(0, kv_ids_ref.shape[1], body, jnp.zeros(q.shape, jnp.float32))
+  dq_ref[...] = (dq * opts.scale).astype(dq_ref.dtype)
 
 
 def _pallas(kernel, *, grid, in_specs, out_specs, out_shape, interpret, name):
@@ -189,12 +213,12 @@ def _pallas(kernel, *, grid, in_specs, out_specs, out_shape, interpret, name):
                         name=name)
 
 
-def _column_spec(block):   # [B, S, 1] ids, one block of rows per grid step
-  return pl.BlockSpec((None, block, 1), lambda b, h, i: (b, i, 0))
+def _column_spec(block):   # [B, 2, S, 1] ids, one block of rows per grid step
+  return pl.BlockSpec((None, 2, block, 1), lambda b, h, i: (b, 0, i, 0))
 
 
-def _rows_spec(ids_BxNxC):  # [B, n_blocks, block] ids, all of one batch row
-  return pl.BlockSpec((None, *ids_BxNxC.shape[1:]), lambda b, h, i: (b, 0, 0))
+def _rows_spec(ids_Bx2xNxC):  # [B, 2, n_blocks, block] ids, all of one batch row
+  return pl.BlockSpec((None, *ids_Bx2xNxC.shape[1:]), lambda b, h, i: (b, 0, 0, 0))
 
 
 # lax.div, not //: h >= 0, and floor division would put a `sign` op into the index map.
@@ -214,22 +238,27 @@ def _forward(q, k, v, ids, *, causal, window, blocks, interpret):
   batch, heads, s_pad, head_dim = q.shape
   group, sk_pad = heads // k.shape[1], k.shape[2]
   bq, bk = blocks.block_q, blocks.block_k
+  kv_rows = _rows(kv_seg, kv_pos, bk)
+  opts = KernelOptions(scale=head_dim ** -0.5, causal=causal, window=window)
   out, lse = _pallas(
-      functools.partial(_fwd_kernel, scale=head_dim ** -0.5, causal=causal, window=window),
+      functools.partial(_fwd_kernel, opts=opts),
       grid=(batch, heads, s_pad // bq),
       in_specs=[_seq_spec(bq, head_dim), _full_spec(sk_pad, head_dim, group),
-                _full_spec(sk_pad, head_dim, group), _column_spec(bq), _column_spec(bq),
-                _rows_spec(_rows(kv_seg, bk)), _rows_spec(_rows(kv_pos, bk))],
+                _full_spec(sk_pad, head_dim, group), _column_spec(bq), _rows_spec(kv_rows)],
       out_specs=[_seq_spec(bq, head_dim), _seq_spec(bq, 1)],
       out_shape=[jax.ShapeDtypeStruct(q.shape, q.dtype),
                  jax.ShapeDtypeStruct((batch, heads, s_pad, 1), jnp.float32)],
       interpret=interpret, name="flash_attention_fwd",
-  )(q, k, v, q_seg[..., None], q_pos[..., None], _rows(kv_seg, bk), _rows(kv_pos, bk))
+  )(q, k, v, _columns(q_seg, q_pos), kv_rows)
   return out, (q, k, v, ids, out, lse)
 
 
-def _rows(x_BxS, block):
-  return x_BxS.reshape(x_BxS.shape[0], -1, block)
+def _columns(seg_BxS, pos_BxS):  # -> [B, 2, S, 1]
+  return jnp.stack([seg_BxS, pos_BxS], axis=1)[..., None]
+
+
+def _rows(seg_BxS, pos_BxS, block):  # -> [B, 2, n_blocks, block]
+  return jnp.stack([seg_BxS, pos_BxS], axis=1).reshape(seg_BxS.shape[0], 2, -1, block)
 
 
 def _backward(residuals, d_out, *, causal, window, blocks, interpret):
@@ -241,41 +270,39 @@ def _backward(residuals, d_out, *, causal, window, blocks, interpret):
   group = heads // kv_heads
   # Algorithm 2, line 4: D_i = rowsum(dO_i * O_i), an elementwise pass XLA fuses well.
   delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
-  kernel_options = dict(scale=head_dim ** -0.5, causal=causal, window=window)
+  opts = KernelOptions(scale=head_dim ** -0.5, causal=causal, window=window)
 
   bq, bk = blocks.block_q_dkv, blocks.block_k_dkv
-  lse_rows = lse.reshape(batch, heads, -1, bq)
-  delta_rows = delta.reshape(batch, heads, -1, bq)
-  rows_spec = pl.BlockSpec((None, None, *lse_rows.shape[2:]), lambda b, h, j: (b, h, 0, 0))
+  # L and D as rows, stacked: [B, H, 2, n_blocks, bq].
+  res_rows = jnp.stack([lse, delta], axis=2).reshape(batch, heads, 2, -1, bq)
+  res_spec = pl.BlockSpec((None, None, *res_rows.shape[2:]), lambda b, h, j: (b, h, 0, 0, 0))
+  q_rows = _rows(q_seg, q_pos, bq)
   dk, dv = _pallas(
-      functools.partial(_dkv_kernel, **kernel_options),
+      functools.partial(_dkv_kernel, opts=opts),
       grid=(batch, heads, sk_pad // bk),
-      in_specs=[_full_spec(s_pad, head_dim), _full_spec(s_pad, head_dim), rows_spec, rows_spec,
+      in_specs=[_full_spec(s_pad, head_dim), _full_spec(s_pad, head_dim), res_spec,
                 _seq_spec(bk, head_dim, group), _seq_spec(bk, head_dim, group),
-                _rows_spec(_rows(q_seg, bq)), _rows_spec(_rows(q_pos, bq)),
-                _column_spec(bk), _column_spec(bk)],
+                _rows_spec(q_rows), _column_spec(bk)],
       out_specs=[_seq_spec(bk, head_dim), _seq_spec(bk, head_dim)],
       out_shape=[jax.ShapeDtypeStruct((batch, heads, sk_pad, head_dim), jnp.float32)] * 2,
       interpret=interpret, name="flash_attention_dkv",
-  )(q, d_out, lse_rows, delta_rows, k, v, _rows(q_seg, bq), _rows(q_pos, bq),
-    kv_seg[..., None], kv_pos[..., None])
+  )(q, d_out, res_rows, k, v, q_rows, _columns(kv_seg, kv_pos))
   # Query heads of one group share K and V: their gradients add up (float32, then cast).
   dk = dk.reshape(batch, kv_heads, group, sk_pad, head_dim).sum(axis=2).astype(k.dtype)
   dv = dv.reshape(batch, kv_heads, group, sk_pad, head_dim).sum(axis=2).astype(v.dtype)
 
   bq, bk = blocks.block_q_dq, blocks.block_k_dq
+  kv_rows = _rows(kv_seg, kv_pos, bk)
   dq = _pallas(
-      functools.partial(_dq_kernel, **kernel_options),
+      functools.partial(_dq_kernel, opts=opts),
       grid=(batch, heads, s_pad // bq),
       in_specs=[_seq_spec(bq, head_dim), _seq_spec(bq, head_dim), _seq_spec(bq, 1),
                 _seq_spec(bq, 1), _full_spec(sk_pad, head_dim, group),
-                _full_spec(sk_pad, head_dim, group), _column_spec(bq), _column_spec(bq),
-                _rows_spec(_rows(kv_seg, bk)), _rows_spec(_rows(kv_pos, bk))],
+                _full_spec(sk_pad, head_dim, group), _column_spec(bq), _rows_spec(kv_rows)],
       out_specs=_seq_spec(bq, head_dim),
       out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
       interpret=interpret, name="flash_attention_dq",
-  )(q, d_out, lse, delta, k, v, q_seg[..., None], q_pos[..., None], _rows(kv_seg, bk),
-    _rows(kv_pos, bk))
+  )(q, d_out, lse, delta, k, v, _columns(q_seg, q_pos), kv_rows)
   return dq, dk, dv, None  # integer ids get no cotangent
 
 
@@ -322,8 +349,7 @@ def _check_inputs(query, key, value, q_segment_ids, kv_segment_ids, q_positions,
     raise ValueError(f"sliding_window={sliding_window} must be a positive int or None")
 
 
-@functools.partial(
-    jax.jit, static_argnames=("causal", "sliding_window", "block_sizes", "interpret"))
+@functools.partial(jax.jit, static_argnames=("options",))
 def flash_attention(
     query: Float[Array, "B S H K"],
     key: Float[Array, "B Sk Hkv K"],
@@ -333,10 +359,7 @@ def flash_attention(
     kv_segment_ids: Int[Array, "B Sk"],
     q_positions: Int[Array, "B S"],
     kv_positions: Int[Array, "B Sk"],
-    causal: bool = True,
-    sliding_window: int | None = None,
-    block_sizes: BlockSizes | None = None,
-    interpret: bool | None = None,
+    options: FlashOptions | None = None,
 ) -> Float[Array, "B S H K"]:
   """Fused softmax(q k^T / sqrt(K)) v over the visible keys, with a Pallas forward and backward.
 
@@ -353,10 +376,8 @@ def flash_attention(
     kv_segment_ids: [B, Sk] segment of each key, 0 = padding / empty cache slot.
     q_positions: [B, S] position of each query.
     kv_positions: [B, Sk] position of each key.
-    causal: hide keys whose position is after the query's.
-    sliding_window: if set, also hide keys `sliding_window` or more positions back.
-    block_sizes: tiles; default `BlockSizes.get_default()` for the current backend.
-    interpret: run the kernels in Pallas interpret mode; default True on a CPU backend.
+    options: static `FlashOptions` (causal, sliding_window, block_sizes, interpret); default
+      `FlashOptions()`: causal, no window, backend-default tiles, interpret on CPU.
 
   Returns:
     [B, S, H, K] in the query dtype; rows that see no key are zero (and so are their grads).
@@ -372,10 +393,12 @@ def flash_attention(
   >>> [round(float(x), 4) for x in out[0, :, 0, 0]]   # query 0 sees v=1, query 1 averages 1, 3
   [1.0, 2.0]
   """
+  options = options or FlashOptions()
   _check_inputs(query, key, value, q_segment_ids, kv_segment_ids, q_positions, kv_positions,
-                sliding_window)
+                options.sliding_window)
   seq_q, seq_k = query.shape[1], key.shape[1]
-  blocks = _clamp_blocks(block_sizes or BlockSizes.get_default(), seq_q, seq_k)
+  blocks = _clamp_blocks(options.block_sizes or BlockSizes.get_default(), seq_q, seq_k)
+  interpret = options.interpret
   if interpret is None:
     interpret = jax.default_backend() == "cpu"
   # Pad both sequences to whole tiles; padded slots get segment 0, so they are never visible.
@@ -390,8 +413,8 @@ def flash_attention(
 
   ids = (pad_ids(q_segment_ids, pad_q), pad_ids(kv_segment_ids, pad_k),
          pad_ids(q_positions, pad_q), pad_ids(kv_positions, pad_k))
-  attend = _custom_vjp_attention(causal=causal, window=sliding_window, blocks=blocks,
-                                 interpret=interpret)
+  attend = _custom_vjp_attention(causal=options.causal, window=options.sliding_window,
+                                 blocks=blocks, interpret=interpret)
   out_BxHxSxK = attend(to_kernel_layout(query, pad_q), to_kernel_layout(key, pad_k),
                        to_kernel_layout(value, pad_k), ids)
   return out_BxHxSxK[:, :, :seq_q].transpose(0, 2, 1, 3)

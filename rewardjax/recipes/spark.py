@@ -494,14 +494,16 @@ def make_recipe(args: dict, *, stream, problems: dict, fmt: str, seed: int) -> R
   def evaluate(state, tokenizer):
     if not heldout:
       return {}
-    from rewardjax.evaluation import self_reflection  # noqa: PLC0415 (pulls in jax)
+    from rewardjax.evaluation import accuracy, self_reflection  # noqa: PLC0415 (pulls in jax)
 
     out = self_reflection.self_judging_eval(
         state.graphdef, state.params, tokenizer, heldout, formatter=formatter, seed=seed,
-        judge_index=TEST_TIME_JUDGE, revise_index=TEST_TIME_REVISE,
-        num_samples=args["eval_samples"], max_round=args["max_round"],
-        max_new_tokens=args["max_new_tokens"], batch_size=args["batch_size"],
-        bucket=args["bucket"], max_prompt_length=args["max_prompt_length"])
+        protocol=self_reflection.SelfJudging(
+            num_samples=args["eval_samples"], max_round=args["max_round"],
+            judge_index=TEST_TIME_JUDGE, revise_index=TEST_TIME_REVISE),
+        sizes=accuracy.EvalSizes(
+            max_new_tokens=args["max_new_tokens"], batch_size=args["batch_size"],
+            bucket=args["bucket"], max_prompt_length=args["max_prompt_length"]))
     return {**out, **{f"spark_{k}": float(v) for k, v in recycler.counts.items()}}
 
   return Recipe(source=recycler, rewards=rewards(formatter), warmstart_examples=warm,
