@@ -21,6 +21,8 @@ from typing import Any
 
 import ml_collections
 
+from rewardjax import sharding
+
 
 @dataclasses.dataclass(frozen=True)
 class DataOptions:
@@ -150,6 +152,15 @@ def check_fields(obj: Objective, extra: Mapping[str, Any], loss_type: str) -> No
     if name not in extra:
       raise ValueError(f"loss_type={loss_type!r} needs the batch field {name!r}, which this "
                        f"data does not provide; it comes from {source}.")
+
+
+def place(obj: Objective, arrays: dict, extra: dict, items, *, setup: Setup, options,
+          rng) -> tuple[dict, dict]:
+  """The record batch on the mesh: the objective's `prepare` stage (if any) on the host, then
+  rows and `extra` fields sharded over the data axes."""
+  if obj.prepare is not None:  # objective-specific host stage (extra rows or fields)
+    arrays, extra = obj.prepare(arrays, extra, items, setup=setup, options=options, rng=rng)
+  return sharding.shard_batch((arrays, extra), setup.mesh)
 
 
 def task_accuracy(setup: Setup, problems: list, state, rng) -> dict:

@@ -316,7 +316,9 @@ def build(options, setup: base.Setup) -> base.Program:
       make_batch=functools.partial(rollout_batch, setup=setup, options=options,
                                    score_fn=score_fn, advantage_fn=advantage_fn),
       step=step, evaluate=evaluate,
-      with_ref=options.beta > 0 or options.advantage == "reinforce_pp",
+      # A reference for the KL in the loss, or in REINFORCE++'s reward.
+      with_ref=options.beta > 0 or (options.advantage == "reinforce_pp"
+                                    and options.reward_kl_coef > 0),
       rows_per_update=setup.batch_size * setup.sampling.num_generations
       // options.num_minibatches,
       num_minibatches=options.num_minibatches, num_iterations=options.num_iterations)

@@ -15,10 +15,10 @@ import jax
 import numpy as np
 from flax import nnx
 
-from rewardjax import sharding, update
-from rewardjax.algorithms import base
+from rewardjax import recipes, sharding, update
+from rewardjax.algorithms import base, sft
 from rewardjax.algorithms.preference_objectives import DEFAULTS, OBJECTIVES
-from rewardjax.data import tasks, tokenizers
+from rewardjax.data import tasks
 from rewardjax.models import transformer
 from rewardjax.types import PreferenceBatch
 
@@ -26,19 +26,10 @@ from rewardjax.types import PreferenceBatch
 def pair_arrays(tokenizer, prompts: Sequence[str], first: Sequence[str], second: Sequence[str],
                 *, data: base.DataOptions):
   """(tokens [2B, S+T], attention_mask [2B, S+T], loss_mask [2B, S+T-1]) of the rows
-  (prompt_b | first_b) for b < B, then (prompt_b | second_b); each row's prompt is right-aligned
-  to S, its completion left-aligned after it and right-padded, loss_mask[j] = 1 where token
-  j+1 is a completion token.
+  (prompt_b | first_b) for b < B, then (prompt_b | second_b) (`sft.sequence_arrays` layout).
   """
-  prompt_tokens, prompt_mask = tokenizers.encode_prompts(
-      tokenizer, list(prompts) * 2, bucket=data.bucket, max_length=data.max_prompt_length)
-  completion_tokens, completion_mask = tokenizers.encode_completions(
-      tokenizer, list(first) + list(second), bucket=data.bucket,
-      max_length=data.max_completion_length)
-  tokens = np.concatenate([prompt_tokens, completion_tokens], axis=1)
-  attention_mask = np.concatenate([prompt_mask, completion_mask], axis=1)
-  target_mask = np.concatenate([np.zeros_like(prompt_mask), completion_mask], axis=1)
-  return tokens, attention_mask, target_mask[:, 1:].astype(np.int32)
+  arrays = sft.sequence_arrays(tokenizer, list(prompts) * 2, list(first) + list(second), data)
+  return arrays["tokens"], arrays["attention_mask"], arrays["loss_mask"].astype(np.int32)
 
 
 def record_fields(items: Sequence[dict], names: Iterable[str]) -> dict:
@@ -57,11 +48,9 @@ def preference_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, str
       setup.tokenizer, [it["prompt"] for it in items], [it["chosen"] for it in items],
       [it["rejected"] for it in items], data=setup.data)
   extra = record_fields(items, tuple(obj.needs))
-  arrays = {"tokens": tokens, "attention_mask": attention_mask, "loss_mask": loss_mask}
-  if obj.prepare is not None:  # objective-specific host stage (extra rows or fields)
-    arrays, extra = obj.prepare(arrays, extra, items, setup=setup, options=options,
-                                rng=jax.random.fold_in(rng, step))
-  arrays, extra = sharding.shard_batch((arrays, extra), setup.mesh)
+  arrays, extra = base.place(
+      obj, {"tokens": tokens, "attention_mask": attention_mask, "loss_mask": loss_mask}, extra,
+      items, setup=setup, options=options, rng=jax.random.fold_in(rng, step))
   rows = (arrays["tokens"], arrays["attention_mask"], arrays["loss_mask"])
   if "ref_token_logps" in obj.needs:  # per-token reference log-probs of every row (T-REG)
     extra["ref_token_logps"] = ref_fn(state, *rows, per_token=True)
@@ -106,28 +95,19 @@ def reference_scorer(chunk_size: int):
   return ref_fn
 
 
-def builtin_pairs(problems: Sequence[dict], obj: base.Objective, *, fmt: str, seed: int,
-                  pairs_per_question: int) -> list[dict]:
-  """The built-in task's pairs (every DPO-family objective trains on "pairs"; objectives that
-  need more rows or fields add them in their `prepare` stage)."""
-  del obj
-  return tasks.preference_pairs(problems, fmt=fmt, seed=seed,
-                                pairs_per_question=pairs_per_question)
-
-
 def build(options, setup: base.Setup) -> base.Program:
   """The DPO-family program (see `base.Program`)."""
   obj = base.objective(OBJECTIVES, options.loss_type, "dpo")
   if setup.problems.get("train"):
-    train = builtin_pairs(setup.problems["train"], obj, fmt=setup.data.fmt, seed=setup.seed,
-                          pairs_per_question=options.pairs_per_question)
-    heldout = builtin_pairs(setup.problems["heldout"], obj, fmt=setup.data.fmt,
-                            seed=setup.seed + 1, pairs_per_question=1)
+    # Every DPO-family objective trains on the task's pairs; objectives that need more rows or
+    # fields add them in their `prepare` stage.
+    train = tasks.preference_pairs(setup.problems["train"], fmt=setup.data.fmt, seed=setup.seed,
+                                   pairs_per_question=options.pairs_per_question)
+    heldout = tasks.preference_pairs(setup.problems["heldout"], fmt=setup.data.fmt,
+                                     seed=setup.seed + 1)
   else:
     train, heldout = setup.records["train"], setup.records["heldout"]
-  from rewardjax.recipes import RecordStream  # noqa: PLC0415 (recipes import algorithms' users)
-
-  stream = RecordStream(train, setup.batch_size, setup.seed)
+  stream = recipes.RecordStream(train, setup.batch_size, setup.seed)
   ref_fn = reference_scorer(setup.chunk_size)
   problems = list(setup.problems.get("heldout") or [])
 

@@ -13,11 +13,12 @@ import jax
 import numpy as np
 from flax import nnx
 
-from rewardjax import sharding, update
+from rewardjax import recipes, sharding, update
 from rewardjax.algorithms import base
 from rewardjax.algorithms.reward_model_objectives import DEFAULTS, OBJECTIVES, RECORDS
 from rewardjax.data import tasks
 from rewardjax.models import heads
+from rewardjax.types import SequenceBatch
 
 
 def make_step(options):
@@ -32,12 +33,9 @@ def reward_model_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, s
   del state
   items = stream.prompts(step)
   arrays, extra = RECORDS[obj.records].arrays(items, setup=setup)
-  if obj.prepare is not None:
-    arrays, extra = obj.prepare(arrays, extra, items, setup=setup, options=options,
-                                rng=jax.random.fold_in(rng, step))
+  arrays, extra = base.place(obj, arrays, extra, items, setup=setup, options=options,
+                             rng=jax.random.fold_in(rng, step))
   base.check_fields(obj, extra, options.loss_type)
-  arrays, extra = sharding.shard_batch((arrays, extra), setup.mesh)
-  from rewardjax.types import SequenceBatch  # noqa: PLC0415
   return SequenceBatch(extra=extra, **arrays), {}
 
 
@@ -52,9 +50,7 @@ def build(options, setup: base.Setup) -> base.Program:
                                      seed=setup.seed + 1)
   else:
     train, heldout = setup.records["train"], setup.records["heldout"]
-  from rewardjax.recipes import RecordStream  # noqa: PLC0415
-
-  stream = RecordStream(train, setup.batch_size, setup.seed)
+  stream = recipes.RecordStream(train, setup.batch_size, setup.seed)
   score = jax.jit(lambda graphdef, params, t, a: nnx.merge(graphdef, params)(
       t, attention_mask=a), static_argnums=0)
 

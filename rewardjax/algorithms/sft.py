@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rewardjax import sharding, update
+from rewardjax import recipes, sharding, update
 from rewardjax.algorithms import base
 from rewardjax.data import tasks, tokenizers
 from rewardjax.models import transformer
@@ -36,14 +36,18 @@ def nll_objective(model, batch: SequenceBatch, *, chunk_size: int = 1024):
 OBJECTIVES = {"nll": base.Objective(nll_objective, records="examples", uses_ref=False)}
 
 
-def sequence_arrays(items: Sequence[dict], tokenizer, data: base.DataOptions) -> dict:
-  """Token arrays of `{"prompt", "completion"}` records; the loss covers the completion."""
+def sequence_arrays(tokenizer, prompts: Sequence[str], completions: Sequence[str],
+                    data: base.DataOptions) -> dict:
+  """Token arrays of (prompt | completion) rows; the loss covers the completion.
+
+  Each row's prompt is right-aligned to S, its completion left-aligned after it and
+  right-padded: tokens and attention_mask [R, S+T], loss_mask [R, S+T-1] with loss_mask[j] = 1
+  where token j+1 is a completion token.
+  """
   prompt_tokens, prompt_mask = tokenizers.encode_prompts(
-      tokenizer, [it["prompt"] for it in items], bucket=data.bucket,
-      max_length=data.max_prompt_length)
+      tokenizer, list(prompts), bucket=data.bucket, max_length=data.max_prompt_length)
   completion_tokens, completion_mask = tokenizers.encode_completions(
-      tokenizer, [it["completion"] for it in items], bucket=data.bucket,
-      max_length=data.max_completion_length)
+      tokenizer, list(completions), bucket=data.bucket, max_length=data.max_completion_length)
   return {"tokens": np.concatenate([prompt_tokens, completion_tokens], axis=1),
           "attention_mask": np.concatenate([prompt_mask, completion_mask], axis=1),
           "loss_mask": np.concatenate([np.zeros_like(prompt_mask), completion_mask],
@@ -52,7 +56,9 @@ def sequence_arrays(items: Sequence[dict], tokenizer, data: base.DataOptions) ->
 
 def sft_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, stream):
   del state, rng
-  arrays = sequence_arrays(stream.prompts(step), setup.tokenizer, setup.data)
+  items = stream.prompts(step)
+  arrays = sequence_arrays(setup.tokenizer, [it["prompt"] for it in items],
+                           [it["completion"] for it in items], setup.data)
   return SequenceBatch(**sharding.shard_batch(arrays, setup.mesh)), {}
 
 
@@ -71,9 +77,7 @@ def build(options, setup: base.Setup) -> base.Program:
     examples = tasks.sft_examples(setup.problems["train"], fmt=setup.data.fmt,
                                   slip_rate=options.slip_rate, seed=setup.seed)
   examples += list(setup.recipe.warmstart_examples)
-  from rewardjax.recipes import RecordStream  # noqa: PLC0415
-
-  stream = RecordStream(examples, setup.batch_size, setup.seed)
+  stream = recipes.RecordStream(examples, setup.batch_size, setup.seed)
   heldout = list(setup.problems.get("heldout") or [])
 
   evaluate = functools.partial(base.task_accuracy, setup, heldout)
