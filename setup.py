@@ -11,6 +11,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["rewardjax", "rewardjax.*"]),
+    # The shipped pretrained model (rewardjax/pretrained/arith, a few MB; configs/pretrain.py).
+    package_data={"rewardjax.pretrained": ["arith/*"]},
     install_requires=[
         "jax>=0.8",
         "flax>=0.12",
@@ -25,6 +27,7 @@ setuptools.setup(
         "numpy>=1.26",
         "absl-py>=2.1",
         "tensorboardX>=2.6",
+        "matplotlib>=3.8",
     ],
     extras_require={
         # torch is pinned to the CPU build that lies on disk here; a looser pin pulls a CUDA wheel.

@@ -1,25 +1,20 @@
-"""What the machine can do, for the FLOP/s lines every benchmark prints next to its own."""
+"""What the machine can do, for the FLOP/s lines every benchmark prints next to its own.
 
-import statistics
-import time
+The measurements live in `rewardjax.machine` (every training run reports them in its summary
+too); this module re-exports them for the benchmark scripts next to it.
 
-import jax
-import jax.numpy as jnp
+  python benchmarks/machine.py   # prints the CPU and its float32 matmul GFLOP/s
+"""
 
+import os
+import sys
 
-def median_seconds(step, args=(), repeats: int = 5) -> float:
-  """Median wall seconds of `step(*args)` until its outputs are ready, after one warm-up call
-  (which compiles)."""
-  jax.block_until_ready(step(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(step(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+# The repo root, so that rewardjax imports without being installed (as in the other scripts).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from rewardjax.machine import cpu_model, matmul_flops_per_s, median_seconds  # noqa: E402
 
-def matmul_flops_per_s(n: int = 2048, repeats: int = 5) -> float:
-  """Measured float32 matmul throughput of this machine (JAX): 2 n^3 / median time."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  return 2.0 * n**3 / median_seconds(jax.jit(jnp.matmul), (a, a), repeats)
+__all__ = ["cpu_model", "matmul_flops_per_s", "median_seconds"]
+
+if __name__ == "__main__":
+  print(f"cpu: {cpu_model()}; float32 matmul {matmul_flops_per_s() / 1e9:.1f} GFLOP/s")

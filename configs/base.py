@@ -10,7 +10,7 @@ their type (`--config.algo.beta=0.0`).
 import ml_collections
 
 from configs import common
-from rewardjax import algorithms
+from rewardjax import algorithms, pretrained
 
 
 def get_config(smoke: bool = False, size: str = "tiny",
@@ -26,6 +26,10 @@ def get_config(smoke: bool = False, size: str = "tiny",
   c.model.update({k: v for k, v in common.MODELS["tiny"].items()})
   if size in common.MODELS and "checkpoint_name" not in common.MODELS[size]:
     c.model.update(common.MODELS[size])
+  if size == "tiny" and not smoke:
+    # The shipped pretrained model (configs/pretrain.py), loaded as a Hugging Face directory;
+    # --config.model.checkpoint="" trains the "tiny" architecture from a warm start instead.
+    c.model.checkpoint = pretrained.ARITH
 
   c.data = ml_collections.ConfigDict(dict(
       source="arithmetic",          # "arithmetic" | "jsonl" | "hf" | "tfds"

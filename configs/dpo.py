@@ -46,7 +46,9 @@ def get_config(arg=None):
   c = base.get_config(smoke=arg.smoke, size=arg.size, algorithm="dpo")
   c.algo.update(VARIANTS[arg.variant])
   if not arg.smoke:
-    c.data.update(difficulty=1, num_train=20_000, num_eval=256)
+    # From the shipped model (configs/pretrain.py); the warm start is used only with
+    # --config.model.checkpoint="".
+    c.data.update(difficulty=1, num_train=20_000, num_eval=256, bucket=8)
     c.warmstart.update(steps=2500, batch_size=128, learning_rate=1e-3)
     c.train.update(steps=150, batch_size=32, eval_every=50)
     # At 1e-4 both log-probs of a pair fall (DPO's likelihood displacement) and greedy accuracy

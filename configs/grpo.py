@@ -43,14 +43,15 @@ def get_config(arg=None):
   if arg.smoke:  # every minibatch must still split over 8 test devices
     c.train.batch_size *= c.algo.num_minibatches
   if arg.size == "tiny" and not arg.smoke:
-    # The warm start imitates a demonstrator that drops half its carries; RL with the
-    # verifier is what can remove the slip (held-out questions, greedy accuracy).
-    c.data.update(difficulty=1, num_train=20_000, num_eval=512)
+    # The shipped model (configs/pretrain.py) imitated a demonstrator that drops half its
+    # carries; RL with the verifier is what can remove the slip (held-out questions, greedy
+    # accuracy). The warm start is used only with --config.model.checkpoint="".
+    c.data.update(difficulty=1, num_train=20_000, num_eval=512, bucket=8)
     c.warmstart.update(steps=2500, batch_size=128, learning_rate=1e-3, slip_rate=0.5)
     c.rollout.update(num_generations=8, max_new_tokens=6, temperature=1.0)
-    c.train.update(steps=1000, batch_size=16, eval_every=100)
-    # At 2e-4 the KL to the warm start swings to ~0.5 and held-out accuracy with it.
-    c.optim.update(learning_rate=5e-5, warmup_steps=5)
+    c.train.update(steps=300, batch_size=16, eval_every=50)
+    # At 2e-4 the KL to the starting model swings to ~0.5 and held-out accuracy with it.
+    c.optim.update(learning_rate=1e-4, warmup_steps=5)
   elif arg.size != "tiny" and arg.size != "smoke":
     c.data.update(**HF_PRESET)
     c.rollout.update(num_generations=8, max_new_tokens=512)

@@ -70,9 +70,11 @@ def get_config(arg=None):
   if not arg.smoke:
     # 8 pairs per training question (distinct wrong answers): the model learns to verify
     # instead of remembering pairs; with 1 pair per question held-out accuracy stalls at ~80%.
-    c.data.update(difficulty=1, num_train=20_000, num_eval=512)
+    # From the shipped model (configs/pretrain.py); the warm start is used only with
+    # --config.model.checkpoint="".
+    c.data.update(difficulty=1, num_train=20_000, num_eval=512, bucket=8)
     c.algo.update(pairs_per_question=8)
     c.warmstart.update(steps=2500, batch_size=128, learning_rate=1e-3)
-    c.train.update(steps=2500, batch_size=64, eval_every=500)
+    c.train.update(steps=1200, batch_size=64, eval_every=200)
     c.optim.update(learning_rate=3e-4, warmup_steps=50, schedule="cosine")
   return c

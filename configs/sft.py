@@ -21,6 +21,7 @@ def get_config(arg=None):
   c = base.get_config(smoke=arg.smoke, size=arg.size, algorithm="sft")
   c.algo.update(VARIANTS[arg.variant])
   c.warmstart.steps = 0  # this job is the supervised stage itself
+  c.model.checkpoint = ""  # from scratch
   if arg.smoke:
     c.train.batch_size = 8  # examples per step: one row each (8 test devices)
   if not arg.smoke:

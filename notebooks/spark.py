@@ -22,7 +22,7 @@
 # (`rewardjax/recipes/spark.py`, `rewardjax/evaluation/self_reflection.py`).
 #
 # In Colab: `!git clone <repo> && pip install -e rewardjax` first, then run the cells in order
-# (CPU runtime; about 10 minutes). CI runs this file with `REWARDJAX_NOTEBOOK_TINY=1` (seconds).
+# (CPU runtime; a few minutes). CI runs this file with `REWARDJAX_NOTEBOOK_TINY=1` (seconds).
 
 # %%
 import os
@@ -51,16 +51,18 @@ print("jax", jax.__version__, jax.devices(), "| tiny settings" if TINY else "")
 #
 # Each kind keeps the paper's structure (instruction, question, answer(s), judgement cue). For
 # the char-level model the templates are a few dozen characters; a judge writes its working
-# (its own answer) and then a one-letter verdict on the last line, the line the verifier reads.
+# (its own answer, 3 digits), a check line comparing it digit by digit with the judged answer
+# ("=" same, "x" different), and a one-letter verdict on the last line, the line the verifier
+# reads.
 # HF models get the paper-style wording and box their verdict (`spark.Formatter("boxed")`).
 # There are 24 pointwise templates (12 Yes/No, 12 A/B), 20 pairwise and 30 per reflection kind.
 
 # %%
 short = spark.Formatter("short")
 prompt, yes, no = short.pointwise("47-8", "41", index=0)
-print(repr(prompt), "-> a correct judgement:", repr(short.judge_completion("39", no)))
+print(repr(prompt), "-> a correct judgement:", repr(short.judge_completion("39", no, "41")))
 print(repr(short.pairwise("47-8", "39", "41", index=3)), "->",
-      repr(short.judge_completion("39", "A")))
+      repr(short.judge_completion("39", "A", "39")))
 print(repr(short.reflection("answer_reflection", "47-8", "41", index=25)), "-> '39'")
 print(spark.Formatter("boxed").pointwise("What is 47-8?", "41", index=0)[0])
 
@@ -68,15 +70,17 @@ print(spark.Formatter("boxed").pointwise("What is 47-8?", "41", index=0)[0])
 # ## 2. A shortened training run
 #
 # `configs/spark.py` is the full embedded job. Here fewer RL steps (or, under CI, the `smoke`
-# sizes). The trainer warm-starts the model on the task plus judge and reflection examples
-# (true verdicts on synthetic slips, standing in for the judging an instruct model brings; they
-# are never the model's own answers), evaluates, alternates infer steps (task prompts,
-# recycled) with reward steps (a full batch of recycled prompts), and evaluates again.
+# sizes). The full job starts from the shipped pretrained model (`rewardjax/pretrained/arith`,
+# made by `configs/pretrain.py`: the task plus judge and reflection examples on synthetic slips,
+# standing in for the judging an instruct model brings); the smoke sizes train a tiny model
+# from scratch instead. Each step trains the task prompts (infer period, whose rollouts are
+# recycled), then a full batch of recycled prompts when the cache holds one (reward period),
+# and the run evaluates before and after.
 
 # %%
 config = spark_config.get_config("smoke" if TINY else None)
 if not TINY:
-  config.train.steps = config.train.eval_every = 60
+  config.train.steps = config.train.eval_every = 40
 workdir = os.environ.get("REWARDJAX_NOTEBOOK_WORKDIR") or tempfile.mkdtemp(prefix="spark_")
 summary = train.run(config, workdir)
 

@@ -38,6 +38,8 @@ from typing import Any, SupportsFloat
 import jax
 import numpy as np
 
+from rewardjax import plots
+
 # Console postfix, in this order, when a metric with this name (or last `/` component, or
 # `<name>_mean`) is present.
 POSTFIX_KEYS = ("loss", "reward", "accuracy", "kl", "entropy")
@@ -350,7 +352,10 @@ class MetricsWriter:
     self._jsonl.write(json.dumps(record) + "\n")
     if self._tb is not None:
       for name, value in values.items():
-        self._tb.add_scalar(name, value, global_step=int(step))
+        # NaN is expected (e.g. a judge accuracy over no items) and kept in the JSONL as null;
+        # tensorboardX would warn about it on every write.
+        if math.isfinite(value):
+          self._tb.add_scalar(name, value, global_step=int(step))
     if prefix in dict(self._stages):
       if self._stage is None or self._stage.name != prefix:
         self.stage(prefix)
@@ -430,7 +435,10 @@ class MetricsWriter:
 
   def summary(self, initial: Mapping[str, Any], final: Mapping[str, Any],
               extra: Mapping[str, Any] | None = None) -> None:
-    """Prints `summary_table` and saves `flat_summary` to `<workdir>/summary.json`.
+    """Prints `summary_table` and saves summary.json and curves.png in the workdir.
+
+    summary.json holds `flat_summary`; curves.png is `plots.write_curves` of metrics.jsonl
+    (its path is printed; a plotting error is printed instead of raised).
 
     Args:
       initial: metrics before training (e.g. the first eval).
@@ -444,6 +452,14 @@ class MetricsWriter:
     flat = {k: _to_json(v) for k, v in flat_summary(initial, final, extra).items()}
     with open(os.path.join(self.workdir, "summary.json"), "w") as f:
       json.dump(flat, f, indent=2, default=str)
+    self._jsonl.flush()  # the curves read the file this writer appends to
+    try:
+      path = plots.write_curves(self.workdir)
+    except Exception as e:  # a plotting failure must not lose the finished run's summary
+      self.print(f"curves not written: {e}")
+    else:
+      if path is not None:
+        self.print(f"curves: {path}")
 
   def close(self) -> None:
     """Finishes the running stage and flushes and closes the files; idempotent."""

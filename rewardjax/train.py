@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from rewardjax import algorithms, checkpoint, optim, recipes, sharding
+from rewardjax import algorithms, checkpoint, machine, optim, pretrained, recipes, sharding
 from rewardjax import metrics as metrics_lib
 from rewardjax.algorithms import base
 from rewardjax.data import loaders, tasks, tokenizers
@@ -116,6 +116,8 @@ class Job:
 def make_job(config: ml_collections.ConfigDict, mesh) -> Job:
   """Tokenizer, data, recipe and the algorithm's program (looked up once, by name)."""
   algorithm = algorithms.get(config.algorithm)
+  if config.model.checkpoint:  # a missing or corrupted file is named before any work starts
+    pretrained.verify(config.model.checkpoint)
   unknown = sorted(set(config.algo) - set(algorithm.defaults))
   if unknown:
     raise ValueError(f"config.algo has fields {unknown} that algorithm={config.algorithm!r} "
@@ -223,30 +225,47 @@ def jit_step(program: base.Program, state_sharding, batch, mesh):
                  donate_argnames=("state",))
 
 
+MAX_FOLLOWUPS = 8   # followup batches per step: a guard against a source that never stops
+
+
 def train_steps(program: base.Program, state, state_sharding, *, stage: str, start: int,
                 steps: int, rng, writer, after_step=lambda step, state: None):
-  """The loop of one stage: batch -> updates -> lagged metrics -> `after_step(step, state)`.
+  """The loop of one stage: batches -> updates -> lagged metrics -> `after_step(step, state)`.
 
-  Every batch gets num_iterations x num_minibatches updates; its metrics are the last update's,
+  A step trains one batch, then each batch `program.followup(step)` names (SPARK's judge
+  period), built after the previous one's updates; their metrics are "<name>/<metric>". Every
+  batch gets num_iterations x num_minibatches updates; its metrics are the last update's,
   except `sampler/*`, measured on the first update (where the params are the sampler's). The
   metrics of step t are fetched after step t+1 is dispatched.
   """
   step_fn, pending = None, None
   for step in range(start, steps):
     step_rng = jax.random.fold_in(rng, step)
-    batch, host_metrics = program.make_batch(state, step, step_rng)
-    step_fn = step_fn or jit_step(program, state_sharding, batch, jax.sharding.get_mesh())
-    first = None
-    for _ in range(program.num_iterations):
-      for minibatch in minibatches(batch, program.num_minibatches):
-        with jax.transfer_guard("disallow"):
-          state, step_metrics = step_fn(state, minibatch, step_rng)
-        first = first or step_metrics
-    step_metrics = {**step_metrics, **{k: v for k, v in first.items()
-                                        if k.startswith("sampler/")}}
+    phase, device_metrics, host_metrics = "", {}, {}
+    for index in range(MAX_FOLLOWUPS + 1):
+      # The main batch keeps the step's key, so runs without followups are unchanged.
+      batch_rng = step_rng if index == 0 else jax.random.fold_in(step_rng, 1_000_003 + index)
+      batch, batch_host = program.make_batch(state, step, batch_rng)
+      step_fn = step_fn or jit_step(program, state_sharding, batch, jax.sharding.get_mesh())
+      first = None
+      for _ in range(program.num_iterations):
+        for minibatch in minibatches(batch, program.num_minibatches):
+          with jax.transfer_guard("disallow"):
+            state, batch_metrics = step_fn(state, minibatch, batch_rng)
+          first = first or batch_metrics
+      batch_metrics = {**batch_metrics, **{k: v for k, v in first.items()
+                                            if k.startswith("sampler/")}}
+      name = f"{phase}/" if phase else ""
+      device_metrics.update({name + k: v for k, v in batch_metrics.items()})
+      host_metrics.update({name + k: v for k, v in batch_host.items()})
+      phase = program.followup(step)
+      if not phase:
+        break
+    else:
+      raise RuntimeError(f"step {step}: more than {MAX_FOLLOWUPS} followup batches")
     if pending is not None:
       writer.write(pending[0], {**metrics_lib.fetch(pending[1]), **pending[2]}, prefix=stage)
-    pending = (step + 1, step_metrics, host_metrics)
+    pending = (step + 1, device_metrics, host_metrics)
     after_step(step + 1, state)
   if pending is not None:
     writer.write(pending[0], {**metrics_lib.fetch(pending[1]), **pending[2]}, prefix=stage)
@@ -365,9 +384,16 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
       hf.save_pretrained(nnx.merge(state.graphdef, host_params), os.path.join(workdir, "hf"))
       job.tokenizer.save_pretrained(os.path.join(workdir, "hf"))
   # Wall time is printed and written to summary.json, not returned: the returned summary is
-  # deterministic (a resumed or multi-host run returns the same dict).
+  # deterministic (a resumed or multi-host run returns the same dict). The machine's matmul
+  # rate (measured after the wall time, ~1-2 s on a slow box) lets a time measured on a fast
+  # machine be read as one on the slowest machine class the defaults are sized for.
+  wall = time.time() - started
+  rate = machine.matmul_flops_per_s(n=1024)
   writer.summary(initial=first_eval, final=final_eval,
-                 extra={"steps": total_steps, "wall_seconds": round(time.time() - started, 1)})
+                 extra={"steps": total_steps, "wall_seconds": round(wall, 1),
+                        "matmul_gflops": round(rate / 1e9, 1), "cpu": machine.cpu_model(),
+                        "wall_seconds_at_60_gflops": round(
+                            machine.slow_machine_seconds(wall, rate), 1)})
   writer.close()
   manager.close()
   return metrics_lib.flat_summary(first_eval, final_eval, {"steps": total_steps})

@@ -7,7 +7,7 @@ import pytest
 from configs import common
 from rewardjax import algorithms
 
-CONFIGS = ("grpo", "dpo", "reward_model", "sft")
+CONFIGS = ("grpo", "dpo", "reward_model", "sft", "spark", "pretrain")
 
 
 @pytest.mark.parametrize("name", CONFIGS)

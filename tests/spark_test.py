@@ -76,8 +76,9 @@ def test_all_correct_and_all_wrong_groups():
   # an answer; all-unanswered: no judge item.
   assert [it["question"] for it in judge] == ["0+0", "1+1", "4+4", "5+5"]
   assert [it["answer"] in ("Y", "A") for it in judge] == [True, False, True, False]
-  assert judge[0]["prompt"].split("\n")[1::2] == ["0", "0+0="]
-  assert judge[3]["prompt"].split("\n")[1::2] == ["11", "5+5="]
+  # "<instruction>\n<yes label>\n<question>=\n<judged answer, 3 digits>\n"
+  assert judge[0]["prompt"].split("\n")[2:] == ["0+0=", "000", ""]
+  assert judge[3]["prompt"].split("\n")[2:] == ["5+5=", "011", ""]
   reflection = [it for it in items if it["kind"] in spark.REFLECTION_KINDS]
   # Every group with a wrong rollout; the first half (p < 4) reflects on a full text (even
   # an unanswered one), the second half only on an extracted answer.
@@ -112,9 +113,9 @@ def test_pairwise_slot_holds_the_correct_answer():
   for seed in range(50):
     for it in _recycle(_batch([MIXED] * 4), seed, pointwise_prob=0.0):
       if it["kind"] == "pairwise":
-        correct = str(2 * int(it["question"].split("+")[0]))
+        correct = SHORT.shown(str(2 * int(it["question"].split("+")[0])))
         assert f"\n{correct}\n{it['answer']}\n" in it["prompt"]
-        assert it["prompt"].endswith(f"\n{it['question']}=")
+        assert f"\n{it['question']}=\n" in it["prompt"] and it["prompt"].endswith("B\n")
 
 
 def test_caps_and_order():
@@ -150,6 +151,7 @@ def test_verifier_on_judge_labels(text, label, fmt, want):
 
 class _FakeStream:
   """A prompt source of 4 task items per step."""
+  batch_size = 4
 
   def prompts(self, step, round_index=0):
     return [{"prompt": f"{p}+{step}=", "answer": str(p + step), "question": f"{p}+{step}"}
@@ -163,11 +165,15 @@ def _fake_records(items, step):
 
 
 def _drive(recycler, steps):
+  """The loop's calls per step: prompts -> observe -> (update) -> followup, until "" ."""
   out = []
   for step in steps:
-    items = recycler.prompts(step, 0)
-    out.append((recycler.period[1], [it["prompt"] for it in items]))
-    recycler.observe(_fake_records(items, step), step)
+    while True:
+      items = recycler.prompts(step, 0)
+      out.append((step, recycler.period[1], [it["prompt"] for it in items]))
+      recycler.observe(_fake_records(items, step), step)
+      if not recycler.followup(step):
+        break
   return out
 
 
@@ -176,20 +182,45 @@ def _recycler(**kwargs):
                         pointwise_prob=0.3, judge_weight=1.0, **kwargs)
 
 
-def test_reward_period_alternates_and_is_not_recycled():
+def test_reward_period_follows_the_task_period_and_is_not_recycled():
   recycler = _recycler()
   log = _drive(recycler, range(6))
-  assert [k for k, _ in log] == ["infer", "reward"] * 3
-  assert all(p.endswith("=") and "\n" not in p for p in log[0][1])      # task prompts
-  assert all("\n" in p for p in log[1][1])                               # popped SPARK items
-  # Reward steps add nothing: the cache only ever holds one infer step's leftovers.
-  assert recycler.counts["reward_steps"] == 3 and len(recycler.cache) < 4
+  assert [s for s, k, _ in log if k == "infer"] == list(range(6))   # every step trains the task
+  rewards = [(s, prompts) for s, k, prompts in log if k == "reward"]
+  assert rewards and all(log[i - 1][:2] == (s, "infer") for i, (s, k, _) in enumerate(log)
+                         if k == "reward")                          # right after its task batch
+  assert all(p.endswith("=") and "\n" not in p for p in log[0][2])  # task prompts
+  assert all("\n" in p for _, prompts in rewards for p in prompts)  # popped SPARK items
+  # Reward periods add nothing: after one, the cache holds less than a batch.
+  assert recycler.counts["reward_steps"] == len(rewards)
+  assert recycler.counts["infer_steps"] == 6 and len(recycler.cache) < 4 + 4
 
 
 def test_grpo_only_never_recycles():
   recycler = spark.Recycler(_FakeStream(), formatter=SHORT, group_size=G, seed=1,
                             recycle=False, pointwise_prob=0.3, judge_weight=1.0)
-  assert [k for k, _ in _drive(recycler, range(4))] == ["infer"] * 4
+  assert [k for _, k, _ in _drive(recycler, range(4))] == ["infer"] * 4
+
+
+def test_balanced_labels():
+  """With balance_labels the recycled pointwise verdicts are half "correct", half "incorrect"
+  (mostly-solved groups make them mostly "correct" otherwise)."""
+  yes_labels = {yes for _, yes, _ in SHORT.templates.pointwise}
+  counts = {}
+  for balance in (False, True):
+    yes = no = 0
+    for step in range(40):
+      items = _FakeStream().prompts(step)
+      records = [{"item": it, "text": it["answer"] if j < G - (p == 0) else "0", "reward": 0.0}
+                 for p, it in enumerate(items) for j in range(G)]   # 3 of 4 groups all right
+      for it in spark.recycle(records, group_size=G, formatter=SHORT,
+                              rng=np.random.default_rng(step), balance_labels=balance):
+        if it["kind"] == "pointwise":
+          yes += it["answer"] in yes_labels
+          no += it["answer"] not in yes_labels
+    counts[balance] = (yes, no)
+  assert counts[False][0] > 2 * counts[False][1]
+  assert counts[True][0] == counts[True][1] > 0
 
 
 def test_resume_is_deterministic():
@@ -199,7 +230,7 @@ def test_resume_is_deterministic():
   _drive(first, range(5))
   resumed = _recycler()
   resumed.load_state(json.loads(json.dumps(first.state_dict())))  # the checkpoint's JSON
-  assert _drive(resumed, range(5, 8)) == log[5:]
+  assert _drive(resumed, range(5, 8)) == [x for x in log if x[0] >= 5]
   assert resumed.state_dict() == full.state_dict()
 
 
@@ -211,21 +242,26 @@ def test_format_warmstart_labels(labels, agreement):
                {s for s, *_ in spark.TEMPLATES["short"].pointwise}]
   assert len(pointwise) == 134  # kinds cycle pointwise, pairwise, twice, then the reflections
   truth = {p["question"]: p["answer"] for p in problems}
-  # prompt "<instruction>\n<answer>\n<yes label>\n<question>="
-  equations = [(e["prompt"].split("\n")[3][:-1], e["prompt"].split("\n")[1])
+  # prompt "<instruction>\n<yes label>\n<question>=\n<answer, 3 digits>\n"
+  equations = [(e["prompt"].split("\n")[2][:-1], e["prompt"].split("\n")[3])
                for e in pointwise]
   working = [e["completion"].split("\n")[0] for e in pointwise]
-  assert working == [truth[q] for q, _ in equations]  # the judge works the answer out first
-  shown_ok = [answer == truth[question] for question, answer in equations]
+  # the judge works the answer out first, with 3 digits
+  assert working == [SHORT.shown(truth[q]) for q, _ in equations]
+  shown_ok = [answer == SHORT.shown(truth[question]) for question, answer in equations]
+  # then checks it digit by digit against the shown answer ("=" same, "x" different)
+  checks = [e["completion"].split("\n")[1] for e in pointwise]
+  assert checks == [SHORT.check_line(w, a) for w, (_, a) in zip(working, equations)]
+  assert [c == "===" for c in checks] == shown_ok
   says_yes = [SHORT.split_verdict(e["completion"])[1] in ("Y", "A") for e in pointwise]
   # "random": the verdict agrees with correctness at chance level; "true": always.
   assert _within(np.mean(np.equal(shown_ok, says_yes)), agreement, len(pointwise))
   pairwise = [e for e in examples if e["prompt"].split("\n")[0] in
               set(spark.TEMPLATES["short"].pairwise)]
   assert len(pairwise) == 134
-  # prompt "<instruction>\n<a>\nA\n<b>\nB\n<question>="
-  picked_ok = [e["prompt"].split("\n")[1 if SHORT.split_verdict(e["completion"])[1] == "A"
-                                      else 3] == truth[e["prompt"].split("\n")[5][:-1]]
+  # prompt "<instruction>\n<question>=\n<a>\nA\n<b>\nB\n"
+  picked_ok = [e["prompt"].split("\n")[2 if SHORT.split_verdict(e["completion"])[1] == "A"
+                                      else 4] == SHORT.shown(truth[e["prompt"].split("\n")[1][:-1]])
                for e in pairwise]
   assert _within(np.mean(picked_ok), agreement, len(pairwise))
 
@@ -239,13 +275,13 @@ def test_format_warmstart_shows_the_carry_slip_as_half_the_wrong_answers():
   instructions = {s for s, *_ in spark.TEMPLATES["short"].pointwise}
   is_slip = []
   for e in examples:
-    lines = e["prompt"].split("\n")  # "<instruction>\n<answer>\n<yes label>\n<question>="
+    lines = e["prompt"].split("\n")  # "<instruction>\n<yes label>\n<question>=\n<answer>\n"
     if lines[0] not in instructions:
       continue
-    question, shown = lines[3][:-1], lines[1]
+    question, shown = lines[2][:-1], int(lines[3])
     slip = tasks.carry_slip(question, int(truth[question]))
-    if shown != truth[question] and slip is not None:
-      is_slip.append(shown == str(slip))
+    if shown != int(truth[question]) and slip is not None:
+      is_slip.append(shown == slip)
   assert len(is_slip) > 60
   assert 0.45 < np.mean(is_slip) < 0.8
 
@@ -281,8 +317,13 @@ def test_smoke_run_through_train(tmp_path):
   config.recipe_args.judge_weight = 0.5  # exercises the per-item weight in the RL batch
   summary = train.run(config, str(tmp_path))
   assert summary["steps"] == 2
-  assert summary["final/spark_infer_steps"] + summary["final/spark_reward_steps"] == 2
-  assert summary["final/spark_infer_steps"] >= 1  # step 0 always trains on task prompts
+  assert summary["final/spark_infer_steps"] == 2   # every step trains on task prompts
+  assert summary["final/spark_reward_steps"] <= 2
+  # A step's judge period (after its task period) logs its own metrics under "judge/".
+  lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  judged = [line for line in lines if "train/judge/loss" in line]
+  assert len(judged) == summary["final/spark_reward_steps"]
+  assert all("train/loss" in line for line in judged)
   for key in ("judge_accuracy", "reflection_fix_rate", "self_reflection_accuracy",
               "best_of_n_accuracy"):
     assert f"final/{key}" in summary
@@ -327,16 +368,43 @@ def test_judge_weight_halves_exactly_the_judge_rows_advantages():
                                     mesh, jax.random.key(0), with_ref=program.with_ref)
       recycler = job.recipe.source
       items = recycler.stream.prompts(0)
-      # Scripted infer-step rollouts (half right, half wrong) fill the cache; step 1 pops it.
+      # Scripted infer-period rollouts (half right, half wrong) fill the cache; the judge
+      # period that follows pops it.
       recycler.period = [0, "infer"]
       recycler.observe([{"item": dict(it, kind="task"), "text": it["answer"] if j % 2 else "0",
                          "reward": 0.0} for it in items for j in range(2)], 0)
       recycler.cache = (recycler.cache * 4)[:4]
       kinds = [it["kind"] for it in recycler.cache]
-      batch, _ = program.make_batch(state, 1, jax.random.key(3))
+      assert recycler.followup(0) == "judge"
+      batch, _ = program.make_batch(state, 0, jax.random.key(3))
       out[weight] = np.asarray(batch.advantages).reshape(4, -1)
   is_judge = np.array([k in spark.JUDGE_KINDS for k in kinds])
   assert is_judge.any() and (~is_judge).any(), kinds
   assert np.abs(out[1.0][is_judge]).min() > 0.1
   np.testing.assert_allclose(out[0.5][is_judge], 0.5 * out[1.0][is_judge], rtol=1e-6)
   np.testing.assert_allclose(out[0.5][~is_judge], out[1.0][~is_judge], rtol=1e-6)
+
+
+def test_format_warmstart_judge_slips_like_the_solver():
+  """With slip_rate, the demonstrator's working on carry questions is its carry slip at that
+  rate, and its check line and verdict follow its working (not the truth)."""
+  problems = tasks.problems(300, difficulty=1, seed=0)
+  truth = {p["question"]: int(p["answer"]) for p in problems}
+  examples = spark.format_warmstart(problems, 1200, formatter=SHORT, seed=0, labels="true",
+                                    slip_rate=0.5)
+  instructions = {s for s, *_ in spark.TEMPLATES["short"].pointwise}
+  slipped = []
+  for e in examples:
+    lines = e["prompt"].split("\n")  # "<instruction>\n<yes label>\n<question>=\n<answer>\n"
+    if lines[0] not in instructions:
+      continue
+    question, shown = lines[2][:-1], lines[3]
+    working, check, verdict = e["completion"].split("\n")
+    assert check == SHORT.check_line(working, shown)
+    assert (verdict in ("Y", "A")) == (check == "===")
+    slip = tasks.carry_slip(question, truth[question])
+    if slip is not None:
+      slipped.append(int(working) == slip)
+    else:
+      assert int(working) == truth[question]
+  assert len(slipped) > 80 and 0.35 < np.mean(slipped) < 0.65

@@ -89,6 +89,11 @@ class Objective:
   rows_per_record: int = 2
 
 
+def no_followup(step: int) -> str:
+  del step
+  return ""
+
+
 @dataclasses.dataclass(frozen=True)
 class Program:
   """An algorithm bound to its options and the run's setup: what the loop executes.
@@ -103,6 +108,9 @@ class Program:
   rows_per_update: rows of one update's batch (checked against the mesh).
   num_minibatches, num_iterations: updates per batch = their product (PPO-style epochs).
   export_hf: whether the params are written as a Hugging Face LM at the end.
+  followup: `followup(step) -> name`, asked after each batch of step `step` is trained: the
+    name of one more batch to build and train in the same step ("" = none), e.g. SPARK's
+    "judge" period after its task period. Its metrics are logged as "<name>/<metric>".
   """
   model_fn: Callable
   init_params: Callable
@@ -114,6 +122,7 @@ class Program:
   num_minibatches: int = 1
   num_iterations: int = 1
   export_hf: bool = True
+  followup: Callable[[int], str] = no_followup
 
 
 @dataclasses.dataclass(frozen=True)

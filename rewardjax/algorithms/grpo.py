@@ -321,7 +321,8 @@ def build(options, setup: base.Setup) -> base.Program:
                                     and options.reward_kl_coef > 0),
       rows_per_update=setup.batch_size * setup.sampling.num_generations
       // options.num_minibatches,
-      num_minibatches=options.num_minibatches, num_iterations=options.num_iterations)
+      num_minibatches=options.num_minibatches, num_iterations=options.num_iterations,
+      followup=setup.recipe.source.followup)
 
 
 ALGORITHM = base.Algorithm(name="grpo", defaults=DEFAULTS, objectives=OBJECTIVES,

@@ -73,8 +73,11 @@ def build(options, setup: base.Setup) -> base.Program:
   """The SFT program: built-in task demonstrations (with `slip_rate` slips) plus the recipe's
   warm-start examples, or a file's {"prompt", "completion"} records."""
   examples = list(setup.records.get("train") or [])
-  if setup.problems.get("train"):
-    examples = tasks.sft_examples(setup.problems["train"], fmt=setup.data.fmt,
+  # The built-in task's warm-start half when there is one, so the questions of the other half
+  # stay new to RL started from this model.
+  problems = setup.problems.get("warmstart") or setup.problems.get("train")
+  if problems:
+    examples = tasks.sft_examples(problems, fmt=setup.data.fmt,
                                   slip_rate=options.slip_rate, seed=setup.seed)
   examples += list(setup.recipe.warmstart_examples)
   stream = recipes.RecordStream(examples, setup.batch_size, setup.seed)

@@ -5,7 +5,9 @@ fmt, seed) -> Recipe`. A `Recipe` is data and small functions, not callbacks int
 
   source   a `PromptSource`: `prompts(step, round)` gives a step's prompt records;
            `observe(rollouts, step)` receives that step's finished, scored rollouts (e.g. to
-           recycle them into new prompts); `state_dict()` / `load_state()` checkpoint it.
+           recycle them into new prompts); `followup(step)` names one more batch to train in
+           the same step ("" = none; its `prompts` are then that batch's, e.g. SPARK's judge
+           period); `state_dict()` / `load_state()` checkpoint it.
   rewards  a `rewards.composition.Composition` (weighted, individually logged terms).
   warmstart_examples  extra {"prompt", "completion"} examples for the supervised warm start.
   evaluate `evaluate(state, tokenizer) -> dict`: extra held-out metrics.
@@ -41,6 +43,10 @@ class RecordStream:
 
   def observe(self, rollouts: Sequence[dict], step: int) -> None:
     del rollouts, step
+
+  def followup(self, step: int) -> str:
+    del step
+    return ""
 
   def state_dict(self) -> dict:
     return {}

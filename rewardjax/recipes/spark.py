@@ -21,19 +21,23 @@ keeps weight 1).
 Formats. "boxed" (HF models): paper-style instructions, prompts wrapped with the tokenizer's
 chat template; a judge reasons, then boxes its verdict, and the last box is read (`\\box{}` and
 `\\boxed{}` both verify). "short" (the char-level tiny model): the same parts in a few
-dozen characters, each prompt closing with the task prompt "47-8=" so the question is worked
-out where the model solves tasks, and each judged answer followed by the verdict it earns if
-right ("41\\nY\\n47-8=": Y if 41 is correct, else N; pairwise "41\\nA\\n39\\nB\\n47-8="). A judge
-writes its working (its own answer) on one line, then a one-character verdict on the last
-line, the line that is read (the counterpart of the last box); the recipe's `reward_fn`
-scores judge items by it. A char model verifies by re-solving and matching, which these
-templates make a copy of the label that follows its own answer.
+dozen characters. A judge writes its working (its own answer) on one line, then a
+one-character verdict on the last line, the line that is read (the counterpart of the last
+box); the recipe's `reward_fn` scores judge items by it. A char model verifies by re-solving
+and comparing, so judge prompts make the comparison positional and written out: the judged
+answer, with 3 digits ("041"), is the prompt's last line, right where the judge writes its own
+3-digit working, then a check line ("=" where a digit agrees, "x" where not), then the verdict
+("ok? Y/N\\nY\\n47-8=\\n041\\n" -> "039\\n=xx\\nN"; pairwise, checked against slot A,
+"which?\\n47-8=\\n041\\nA\\n039\\nB\\n" -> "039\\nxxx\\nB"). Every digit compared sits a fixed
+number of tokens back: the 0.6M-parameter model learns this; it did not learn to match a
+free-width answer shown before the question (teacher-forced verdicts stayed at chance).
 
 Every random choice is drawn from `np.random.default_rng([seed, step])`, and the cache is the
 recipe's checkpointed state, so a resumed run recycles and pops exactly as an uninterrupted one.
 """
 
 import dataclasses
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -60,11 +64,12 @@ class TemplateSet:
 
 
 def _short_templates() -> TemplateSet:
-  # Every prompt ends with the task prompt "47-8=" (the question, then the short format's
-  # answer instruction "="), so the model works the question out where it solves tasks; the
-  # answer(s) to judge or reflect on come before it, each followed by the verdict it earns if
-  # it is right ("41\nY": say Y if 41 is correct, else N), so a judge that re-solves the
-  # question matches its working against them. Every prompt of the built-in task fits 32 tokens.
+  # Reflection prompts end with the task prompt "47-8=", so the model re-solves where it
+  # solves tasks. Judge prompts end with the question, then the judged answer(s) as 3-digit
+  # lines (the pointwise yes label first, so the verdict's label set is known): the judge's
+  # 3-digit working then lines up with them at a fixed offset (a positional comparison a
+  # 0.6M-parameter char model learns; with free-width answers before the question it did not).
+  # Every prompt of the built-in task fits 32 tokens.
   verbs = ("ok", "right", "true", "valid", "exact", "sound")
   neutral = [f"{a}&{b}" for a in ("check", "see", "judge", "test", "vet")
              for b in ("fix", "redo", "solve", "mend")]
@@ -78,8 +83,8 @@ def _short_templates() -> TemplateSet:
       cot_reflection=tuple((i, "CoT") for i in neutral) + tuple((i, "BadCoT") for i in explicit),
       answer_reflection=tuple((i, "Ans") for i in neutral)
       + tuple((i, "BadAns") for i in explicit),
-      pointwise_body="\n{answer}\n{yes}\n{question}=",
-      pairwise_body="\n{answer_a}\nA\n{answer_b}\nB\n{question}=",
+      pointwise_body="\n{yes}\n{question}=\n{answer}\n",
+      pairwise_body="\n{question}=\n{answer_a}\nA\n{answer_b}\nB\n",
       reflection_body="\n{tag}:{content}\n{question}=")
 
 
@@ -135,6 +140,7 @@ def _boxed_templates() -> TemplateSet:
 
 
 TEMPLATES = {"short": _short_templates(), "boxed": _boxed_templates()}
+SHORT_WIDTH = 3   # digits of a judged answer and of a judge's working, "short" format
 # The test-time loop (official code InternLM/Spark `evaluation_tts.py`) judges with pointwise
 # template #1 (a Yes/No one) and revises with the first explicit "this answer is incorrect, solve
 # again" template.
@@ -185,10 +191,37 @@ class Formatter:
       cut = len(text) if cut < 0 else cut
     return text[:cut], text[cut:]
 
-  def judge_completion(self, answer: str, label: str) -> str:
-    """A judge completion that works the answer out, then states `label` (warm start)."""
+  def shown(self, answer: str) -> str:
+    """An answer as a judge prompt shows it and a judge works it out: "short" integers with
+    `SHORT_WIDTH` digits ("41" -> "041"), anything else as is.
+
+    >>> [Formatter("short").shown(a) for a in ("41", "-5", "--83", "4a")]
+    ['041', '-05', '--83', '4a']
+    """
+    if self.fmt == "short" and re.fullmatch(r"-?[0-9]+", answer):
+      return f"{int(answer):0{SHORT_WIDTH}d}"
+    return answer
+
+  def check_line(self, working: str, compared: str) -> str:
+    """The "short" judge's digit-by-digit check of its working against a judged answer: "="
+    where the characters agree, "x" where they differ (or one is missing).
+
+    >>> Formatter("short").check_line("039", "041")
+    '=xx'
+    """
+    width = max(len(working), len(compared))
+    return "".join("=" if a == b else "x" for a, b in zip(working.ljust(width, " "),
+                                                          compared.ljust(width, " ")))
+
+  def judge_completion(self, answer: str, label: str, compared: str) -> str:
+    """A judge completion that works the answer out, then states `label` (warm start).
+
+    "short": the working (3 digits), its `check_line` against `compared` (the pointwise
+    answer, or the pairwise answer in slot A), then the verdict: "039\\n=xx\\nN".
+    """
     if self.fmt == "short":
-      return f"{answer}\n{label}"
+      working = self.shown(answer)
+      return f"{working}\n{self.check_line(working, self.shown(compared))}\n{label}"
     return f"The answer is {answer}. {self.target(label)}"
 
   def judge_reward(self, text: str, label: str) -> float:
@@ -203,17 +236,18 @@ class Formatter:
     """(prompt, yes label, no label) of pointwise template `index`.
 
     >>> Formatter("short").pointwise("47-8", "41", 0)
-    ('ok? Y/N\\n41\\nY\\n47-8=', 'Y', 'N')
+    ('ok? Y/N\\nY\\n47-8=\\n041\\n', 'Y', 'N')
     >>> Formatter("short").pointwise("47-8", "39", 12)[1:]
     ('A', 'B')
     """
     instruction, yes, no = self.templates.pointwise[index]
-    body = self.templates.pointwise_body.format(question=question, answer=answer, yes=yes)
+    body = self.templates.pointwise_body.format(question=question, answer=self.shown(answer),
+                                                yes=yes)
     return self.wrap(instruction + body), yes, no
 
   def pairwise(self, question: str, answer_a: str, answer_b: str, index: int) -> str:
-    body = self.templates.pairwise_body.format(question=question, answer_a=answer_a,
-                                               answer_b=answer_b)
+    body = self.templates.pairwise_body.format(question=question, answer_a=self.shown(answer_a),
+                                               answer_b=self.shown(answer_b))
     return self.wrap(self.templates.pairwise[index] + body)
 
   def reflection(self, kind: str, question: str, content: str, index: int) -> str:
@@ -231,7 +265,7 @@ def _item(prompt: str, answer: str, question: str, kind: str, weight: float) -> 
 
 def recycle(records: Sequence[dict], *, group_size: int, formatter: Formatter,
             rng: np.random.Generator, pointwise_prob: float = 0.3,
-            judge_weight: float = 1.0) -> list[dict]:
+            judge_weight: float = 1.0, balance_labels: bool = False) -> list[dict]:
   """Judge items then reflection items from one infer step's scored rollouts (SPARK recycling).
 
   Per prompt with G rollouts (correctness re-verified against the item's answer, so reward
@@ -244,7 +278,11 @@ def recycle(records: Sequence[dict], *, group_size: int, formatter: Formatter,
     reflection (>= 1 wrong rollout): prompts in the first half of the batch (p < P // 2) get CoT
       reflection on a uniform wrong rollout's full text, the second half answer reflection on a
       uniform wrong rollout with an answer; template uniform over 30; label the ground truth.
-  Each list is capped at P // 2 by a uniform subsample (order kept).
+  Each list is capped at P // 2 by a uniform subsample (order kept). `balance_labels` (not in
+  the paper; an option for a model that solves most prompts, whose judge items are then mostly
+  "correct" and teach a judge to say "correct" to everything) first drops a uniform subset of
+  the majority verdict's pointwise items so "correct" and "incorrect" are equally many
+  (pairwise items are balanced by their 50/50 slot already).
 
   Args:
     records: P * G dicts {"item", "text", "reward"}, the G rollouts of a prompt contiguous.
@@ -253,6 +291,7 @@ def recycle(records: Sequence[dict], *, group_size: int, formatter: Formatter,
     rng: the step's generator (`default_rng([seed, step])`); the draws are in prompt order.
     pointwise_prob: probability of a pointwise item for a mixed group (paper 0.3).
     judge_weight: loss weight of judge items (1 = the paper: no weight field).
+    balance_labels: equal numbers of "correct" and "incorrect" pointwise items (see above).
 
   Returns:
     Items {"prompt", "answer", "question", "kind"[, "weight"]}: judge items, then reflection.
@@ -312,8 +351,24 @@ def recycle(records: Sequence[dict], *, group_size: int, formatter: Formatter,
       prompt = formatter.reflection(kind, question, rows[i]["text"] if cot else answers[i],
                                     int(rng.integers(len(t.cot_reflection))))
       reflection.append(_item(prompt, truth, question, kind, judge_weight))
+  if balance_labels:
+    judge = _balanced(judge, formatter, rng)
   cap = num_prompts // 2
   return _subsample(judge, cap, rng) + _subsample(reflection, cap, rng)
+
+
+def _balanced(judge: list[dict], formatter: Formatter, rng: np.random.Generator) -> list[dict]:
+  """`judge` without a uniform subset of the majority verdict's pointwise items, so both
+  verdicts are equally many; pairwise items are kept (order kept)."""
+  yes_labels = {yes for _, yes, _ in formatter.templates.pointwise}
+  pointwise = [i for i, it in enumerate(judge) if it["kind"] == "pointwise"]
+  yes = [i for i in pointwise if judge[i]["answer"] in yes_labels]
+  no = [i for i in pointwise if judge[i]["answer"] not in yes_labels]
+  keep = set(range(len(judge))) - set(pointwise)
+  n = min(len(yes), len(no))
+  for group in (yes, no):
+    keep |= {group[j] for j in rng.choice(len(group), size=n, replace=False).tolist()}
+  return [judge[i] for i in sorted(keep)]
 
 
 def _subsample(items: list, cap: int, rng: np.random.Generator) -> list:
@@ -326,7 +381,7 @@ WARMSTART_LABELS = ("random", "true")
 
 
 def format_warmstart(problems: Sequence[dict], n: int, *, formatter: Formatter, seed: int,
-                     labels: str = "random") -> list[dict]:
+                     labels: str = "random", slip_rate: float = 0.0) -> list[dict]:
   """`n` supervised examples in the judge and reflection formats, for the warm start.
 
   SPARK starts from an instruction model that already answers "is this correct? Yes/No" and
@@ -338,8 +393,11 @@ def format_warmstart(problems: Sequence[dict], n: int, *, formatter: Formatter, 
   (the slip the task demonstrator makes), else one of the four nearest plausible slips of
   `tasks.wrong_answers`. Reflection targets and the judge's working are the ground truth.
   Judge verdicts: labels="random" draws the verdict uniformly, independent of correctness
-  (format only); labels="true" states the correct verdict (the verification an
-  instruction-tuned model brings, learnt here on synthetic slips only).
+  (format only); labels="true" states the verdict of the demonstrator's own check: its working
+  against the shown answer (the verification an instruction-tuned model brings, learnt here on
+  synthetic slips only). With `slip_rate` > 0 the demonstrator's working (and so its check and
+  verdict) and its reflection answers make the task demonstrator's carry slip at that rate on
+  questions with a carry: a judge exactly as fallible as the solver, which RL can improve.
 
   Args:
     problems: train-split task records with integer answers ("question", "answer").
@@ -347,6 +405,7 @@ def format_warmstart(problems: Sequence[dict], n: int, *, formatter: Formatter, 
     formatter: renders the prompts.
     seed: fixes every draw.
     labels: "random" or "true" (`WARMSTART_LABELS`).
+    slip_rate: the demonstrator's carry-slip rate when it works a question out.
 
   Returns:
     n dicts {"prompt", "completion", "answer"} for the trainer's warm start.
@@ -365,62 +424,84 @@ def format_warmstart(problems: Sequence[dict], n: int, *, formatter: Formatter, 
     shown = [str(value), str(wrong_answer)]  # shown[1] is the wrong one
     question = formatter.question(item)
     kind = (JUDGE_KINDS * 2 + REFLECTION_KINDS)[k % 6]
+    working = value  # the demonstrator's own answer: its slip too, w.p. slip_rate
+    if slip_rate and slip is not None and rng.random() < slip_rate:
+      working = slip
     truthful = labels == "true"
+    compared = None
     if kind == "pointwise":
       wrong = int(rng.integers(2))
       prompt, yes, no = formatter.pointwise(question, shown[wrong],
                                             int(rng.integers(len(t.pointwise))))
-      label = (yes, no)[wrong if truthful else int(rng.integers(2))]
+      compared = shown[wrong]
+      agrees = int(compared) == working
+      label = (yes, no)[(not agrees) if truthful else int(rng.integers(2))]
     elif kind == "pairwise":
       wrong_first = int(rng.integers(2))
       prompt = formatter.pairwise(question, shown[wrong_first], shown[1 - wrong_first],
                                   int(rng.integers(len(t.pairwise))))
-      label = "AB"[wrong_first if truthful else int(rng.integers(2))]  # the correct slot
+      compared = shown[wrong_first]  # slot A
+      # The slot whose answer agrees with the working (the correct one when it is right).
+      label = "AB"[(int(compared) != working) if truthful else int(rng.integers(2))]
     else:
       prompt = formatter.reflection(kind, question, shown[int(rng.integers(2))],
                                     int(rng.integers(len(t.cot_reflection))))
       label = None
-    completion = (tasks.sft_examples([item], fmt=formatter.fmt)[0]["completion"]
-                  if label is None else formatter.judge_completion(item["answer"], label))
+    completion = (tasks.sft_examples([dict(item, answer=str(working))],
+                                     fmt=formatter.fmt)[0]["completion"]
+                  if label is None else formatter.judge_completion(str(working), label,
+                                                                   compared))
     out.append({"prompt": prompt, "completion": completion, "answer": label or item["answer"]})
   return out
 
 
 class Recycler:
-  """SPARK's prompt source: task prompts from `stream`, or P items popped from the FIFO cache.
-
-  A step is a "reward" period when the cache holds a full batch (P popped items, FIFO), else an
-  "infer" period (the stream's task prompts), whose scored rollouts `observe` recycles into the
-  cache; reward periods are not recycled again (official code). The cache, the current period and
-  the counts are the recipe's checkpointed state.
+  """SPARK's prompt source: each step trains the stream's task prompts ("infer" period), then,
+  when the FIFO cache holds a full batch, P popped judge / reflection items ("reward" period,
+  the `followup` named "judge"), as the official training loop (arXiv 2509.22624, InternLM/Spark
+  `ppo_trainer.py`): the task step's scored rollouts are recycled (`observe`) before the reward
+  step, and reward periods are not recycled again. The cache, the current period and the counts
+  are the recipe's checkpointed state.
   """
 
   def __init__(self, stream, *, formatter: Formatter, group_size: int, seed: int,
-               recycle: bool, pointwise_prob: float, judge_weight: float):
+               recycle: bool, pointwise_prob: float, judge_weight: float,
+               balance_labels: bool = False):
     self.stream, self.formatter, self.group_size, self.seed = stream, formatter, group_size, seed
     self.enabled, self.pointwise_prob, self.judge_weight = recycle, pointwise_prob, judge_weight
+    self.balance_labels = balance_labels
     self.load_state({})
 
   def prompts(self, step: int, round_index: int = 0) -> list[dict]:
-    task = [dict(it, kind="task") for it in self.stream.prompts(step, round_index)]
-    if round_index == 0:
-      self.period = [step, "reward" if len(self.cache) >= len(task) else "infer"]
-      self.counts[self.period[1] + "_steps"] += 1
-    if self.period == [step, "reward"] and len(self.cache) >= len(task):
-      popped, self.cache = self.cache[:len(task)], self.cache[len(task):]
+    if self.period == [step, "reward"]:
+      size = self.stream.batch_size
+      popped, self.cache = self.cache[:size], self.cache[size:]
       return popped
-    return task
+    if round_index == 0:
+      self.period = [step, "infer"]
+      self.counts["infer_steps"] += 1
+    return [dict(it, kind="task") for it in self.stream.prompts(step, round_index)]
 
   def observe(self, rollouts: Sequence[dict], step: int) -> None:
-    """Recycles an infer step's rollouts into the cache; reward periods are not recycled."""
+    """Recycles an infer period's rollouts into the cache; reward periods are not recycled."""
     if not self.enabled or self.period != [step, "infer"]:
       return
     new = recycle(rollouts, group_size=self.group_size, formatter=self.formatter,
                   rng=np.random.default_rng([self.seed, step]),
-                  pointwise_prob=self.pointwise_prob, judge_weight=self.judge_weight)
+                  pointwise_prob=self.pointwise_prob, judge_weight=self.judge_weight,
+                  balance_labels=self.balance_labels)
     for it in new:
       self.counts[it["kind"]] += 1
     self.cache.extend(new)
+
+  def followup(self, step: int) -> str:
+    """"judge" after an infer period when the cache holds a full batch, else ""."""
+    if (not self.enabled or self.period != [step, "infer"]
+        or len(self.cache) < self.stream.batch_size):
+      return ""
+    self.period = [step, "reward"]
+    self.counts["reward_steps"] += 1
+    return "judge"
 
   def state_dict(self) -> dict:
     return {"cache": list(self.cache), "period": list(self.period), "counts": dict(self.counts)}
@@ -483,12 +564,16 @@ def make_recipe(args: dict, *, stream, problems: dict, fmt: str, seed: int) -> R
                if args["chat_template"] else Formatter(fmt))
   warm = ()
   if args["format_warmstart"]:
-    warm = tuple(format_warmstart(problems["train"], args["format_warmstart"],
+    # The warm-start half of the built-in task when there is one (as the SFT stage's).
+    warm = tuple(format_warmstart(problems.get("warmstart") or problems["train"],
+                                  args["format_warmstart"],
                                   formatter=formatter, seed=seed,
-                                  labels=args["format_warmstart_labels"]))
+                                  labels=args["format_warmstart_labels"],
+                                  slip_rate=args["format_warmstart_slip_rate"]))
   recycler = Recycler(stream, formatter=formatter, group_size=args["group_size"], seed=seed,
                       recycle=args["recycle"], pointwise_prob=args["pointwise_prob"],
-                      judge_weight=args["judge_weight"])
+                      judge_weight=args["judge_weight"],
+                      balance_labels=args["balance_labels"])
   heldout = list(problems.get("heldout", []))[:args["eval_problems"]]
 
   def evaluate(state, tokenizer):

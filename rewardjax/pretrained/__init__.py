@@ -1,0 +1,74 @@
+"""The shipped embedded model, and the integrity check of any model directory with a manifest.
+
+`ARITH` is a Hugging Face model directory (config.json, model.safetensors, tokenizer files)
+that `configs/pretrain.py` produces: a char-level Qwen2-architecture model pretrained on the
+built-in arithmetic task and the SPARK judge / reflection formats, the stand-in for an instruct
+checkpoint. Every embedded default config starts from it through `--config.model.checkpoint`.
+Its `MANIFEST` file records each file's sha256, the pretraining config's fingerprint and the
+command that rebuilds it, so a missing or corrupted file is named before any work starts.
+"""
+
+import hashlib
+import json
+import os
+
+ARITH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "arith")
+MANIFEST = "rewardjax_manifest.json"
+REBUILD = ("python launch/train.py --config=configs/pretrain.py --workdir=/tmp/pretrain && "
+           "python launch/ship_pretrained.py --workdir=/tmp/pretrain")
+
+
+def sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def write_manifest(directory: str, **fields) -> dict:
+  """Writes `<directory>/MANIFEST`: {"files": {name: sha256}, "rebuild": REBUILD, **fields}."""
+  files = {name: sha256(os.path.join(directory, name)) for name in sorted(os.listdir(directory))
+           if name != MANIFEST and os.path.isfile(os.path.join(directory, name))}
+  manifest = {"files": files, "rebuild": REBUILD, **fields}
+  with open(os.path.join(directory, MANIFEST), "w", encoding="utf-8") as f:
+    json.dump(manifest, f, indent=2, sort_keys=True)
+    f.write("\n")
+  return manifest
+
+
+def verify(directory: str) -> dict | None:
+  """Checks a model directory before it is loaded; returns its manifest (None if it has none).
+
+  The shipped directory must exist and hold its manifest; a directory with a manifest must hold
+  every listed file with the listed sha256.
+
+  Raises:
+    FileNotFoundError / ValueError: naming the missing or corrupted file and, for a directory
+      with a manifest, the command that rebuilds it.
+  """
+  shipped = os.path.realpath(directory) == os.path.realpath(ARITH)
+  manifest_path = os.path.join(directory, MANIFEST)
+  if not os.path.exists(manifest_path):
+    if shipped:
+      raise FileNotFoundError(
+          f"the shipped model is missing: {manifest_path} does not exist. Rebuild it with: "
+          f"{REBUILD}  (or reinstall rewardjax)")
+    return None
+  try:
+    with open(manifest_path, encoding="utf-8") as f:
+      manifest = json.load(f)
+    files = dict(manifest["files"])
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{manifest_path} is corrupted ({e}). Rebuild the model with: "
+                     f"{REBUILD}") from None
+  rebuild = manifest.get("rebuild", REBUILD)
+  for name, digest in files.items():
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{path} is missing (listed in {MANIFEST}). Rebuild the model "
+                              f"with: {rebuild}")
+    if sha256(path) != digest:
+      raise ValueError(f"{path} is corrupted: its sha256 differs from {MANIFEST}'s. Rebuild the "
+                       f"model with: {rebuild}")
+  return manifest

@@ -1,0 +1,92 @@
+"""The shipped pretrained model: intact, produced by configs/pretrain.py, and loadable.
+
+The manifest records each file's sha256, the pretraining config's fingerprint and the losses of
+a re-run of the config's first steps (`launch/ship_pretrained.py`); this test repeats that
+re-run, so a change to the code or data that the shipped model came from is caught.
+"""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from launch import ship_pretrained
+from launch import train as train_launch
+from rewardjax import checkpoint, pretrained, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def manifest():
+  return pretrained.verify(pretrained.ARITH)
+
+
+def test_shipped_files_match_the_manifest_and_the_config(manifest):
+  config = train_launch.load_config(os.path.join(REPO, "configs", "pretrain.py"))
+  assert manifest["config_fingerprint"] == checkpoint.config_fingerprint(config.to_dict(), None)
+  assert manifest["steps"] == config.train.steps
+  assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(manifest["files"])
+  size = sum(os.path.getsize(os.path.join(pretrained.ARITH, f)) for f in manifest["files"])
+  assert size < 20e6  # a few MB in the repository
+
+
+def test_first_steps_of_the_command_reproduce(manifest, tmp_path):
+  losses = ship_pretrained.first_steps(str(tmp_path))
+  assert losses.keys() == manifest["first_losses"].keys()
+  np.testing.assert_allclose([losses[k] for k in sorted(losses)],
+                             [manifest["first_losses"][k] for k in sorted(losses)], rtol=1e-4)
+
+
+def test_every_default_config_starts_from_it():
+  for name in ("spark", "grpo", "dpo", "reward_model"):
+    config = train_launch.load_config(os.path.join(REPO, "configs", f"{name}.py"))
+    assert config.model.checkpoint == pretrained.ARITH, name
+
+
+def _copy(tmp_path):
+  target = tmp_path / "arith"
+  shutil.copytree(pretrained.ARITH, target)
+  return target
+
+
+def test_corrupted_or_missing_file_is_named_with_the_rebuild_command(tmp_path):
+  target = _copy(tmp_path)
+  with open(target / "model.safetensors", "r+b") as f:
+    f.seek(200)
+    f.write(b"\x00\x01\x02\x03")
+  with pytest.raises(ValueError, match=r"model\.safetensors is corrupted.*configs/pretrain\.py"):
+    pretrained.verify(str(target))
+  os.remove(target / "config.json")
+  with pytest.raises(FileNotFoundError, match=r"config\.json is missing.*configs/pretrain\.py"):
+    pretrained.verify(str(target))
+  (target / pretrained.MANIFEST).write_text("{not json")
+  with pytest.raises(ValueError, match=r"is corrupted.*configs/pretrain\.py"):
+    pretrained.verify(str(target))
+
+
+def test_missing_shipped_directory_is_named(monkeypatch, tmp_path):
+  monkeypatch.setattr(pretrained, "ARITH", str(tmp_path / "gone"))
+  with pytest.raises(FileNotFoundError, match=r"shipped model is missing.*configs/pretrain\.py"):
+    pretrained.verify(str(tmp_path / "gone"))
+
+
+def test_a_run_refuses_a_corrupted_model_before_any_work(tmp_path):
+  target = _copy(tmp_path)
+  with open(target / "model.safetensors", "r+b") as f:
+    f.truncate(1000)
+  config = train_launch.load_config(os.path.join(REPO, "configs", "grpo.py"),
+                                    {"model.checkpoint": str(target)})
+  with pytest.raises(ValueError, match="model.safetensors is corrupted"):
+    train.run(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
+
+
+def test_the_shipped_model_solves_and_judges_a_little(manifest):
+  """Its recorded held-out results: the starting point every default config assumes."""
+  heldout = manifest["heldout"]
+  assert 0.4 < heldout["final/accuracy"] < 0.95
+  assert heldout["final/judge_accuracy"] > 0.5
+  json.dumps(manifest)
