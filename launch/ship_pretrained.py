@@ -24,15 +24,27 @@ FIRST_STEPS_OVERRIDES = {"train.steps": FIRST_STEPS, "train.eval_every": 1000,
                          "train.eval_batch_size": 8, "recipe_args.eval_problems": 2}
 
 
+def pretrain_config(overrides: dict | None = None):
+  """configs/pretrain.py's config with dotted `overrides` ({"train.steps": 3}), locked."""
+  from configs import pretrain  # noqa: PLC0415 (the repository root is on sys.path)
+
+  config = pretrain.get_config()
+  for key, value in (overrides or {}).items():
+    *parents, leaf = key.split(".")
+    block = config
+    for name in parents:
+      block = block[name]
+    block[leaf] = value
+  config.lock()
+  return config
+
+
 def first_steps(workdir: str) -> dict:
   """Runs the first `FIRST_STEPS` steps of configs/pretrain.py into `workdir`; returns
   {"step -> loss"} of the training metrics."""
-  from launch import train as train_launch  # noqa: PLC0415
+  from rewardjax import train  # noqa: PLC0415
 
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  config = train_launch.load_config(os.path.join(root, "configs", "pretrain.py"),
-                                    FIRST_STEPS_OVERRIDES)
-  train_launch.train_config(config, workdir)
+  train.run(pretrain_config(FIRST_STEPS_OVERRIDES), workdir)
   losses = {}
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     for line in f:
@@ -48,7 +60,6 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--workdir", default="/tmp/pretrain", help="The configs/pretrain.py run.")
   workdir = parser.parse_args().workdir
-  from launch import train as train_launch  # noqa: PLC0415
   from rewardjax import checkpoint, pretrained  # noqa: PLC0415
 
   source = os.path.join(workdir, "hf")
@@ -58,8 +69,7 @@ def main():
   with open(os.path.join(workdir, "summary.json"), encoding="utf-8") as f:
     summary = json.load(f)
   losses = first_steps(tempfile.mkdtemp(prefix="pretrain_first_steps_"))
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  config = train_launch.load_config(os.path.join(root, "configs", "pretrain.py"))
+  config = pretrain_config()
   if summary.get("steps") != config.train.steps:
     raise SystemExit(f"the run has {summary.get('steps')} steps, configs/pretrain.py "
                      f"{config.train.steps}: re-run it")

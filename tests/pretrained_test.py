@@ -12,11 +12,11 @@ import shutil
 import numpy as np
 import pytest
 
+from configs import dpo as dpo_config
+from configs import grpo, spark
+from configs import reward_model as reward_model_config
 from launch import ship_pretrained
-from launch import train as train_launch
 from rewardjax import checkpoint, pretrained, train
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def manifest():
 
 
 def test_shipped_files_match_the_manifest_and_the_config(manifest):
-  config = train_launch.load_config(os.path.join(REPO, "configs", "pretrain.py"))
+  config = ship_pretrained.pretrain_config()
   assert manifest["config_fingerprint"] == checkpoint.config_fingerprint(config.to_dict(), None)
   assert manifest["steps"] == config.train.steps
   assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(manifest["files"])
@@ -41,9 +41,8 @@ def test_first_steps_of_the_command_reproduce(manifest, tmp_path):
 
 
 def test_every_default_config_starts_from_it():
-  for name in ("spark", "grpo", "dpo", "reward_model"):
-    config = train_launch.load_config(os.path.join(REPO, "configs", f"{name}.py"))
-    assert config.model.checkpoint == pretrained.ARITH, name
+  for module in (spark, grpo, dpo_config, reward_model_config):
+    assert module.get_config().model.checkpoint == pretrained.ARITH, module.__name__
 
 
 def _copy(tmp_path):
@@ -77,8 +76,8 @@ def test_a_run_refuses_a_corrupted_model_before_any_work(tmp_path):
   target = _copy(tmp_path)
   with open(target / "model.safetensors", "r+b") as f:
     f.truncate(1000)
-  config = train_launch.load_config(os.path.join(REPO, "configs", "grpo.py"),
-                                    {"model.checkpoint": str(target)})
+  config = grpo.get_config()
+  config.model.checkpoint = str(target)
   with pytest.raises(ValueError, match="model.safetensors is corrupted"):
     train.run(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
