@@ -1,4 +1,7 @@
-"""Config helpers: `parse_arg` for "variant=drgrpo,smoke" strings and the model size table."""
+"""Config helpers: `parse_arg` for "variant=drgrpo,smoke" strings, `load_config` and the model
+size table."""
+
+import importlib.util
 
 import ml_collections
 
@@ -47,3 +50,23 @@ def parse_arg(arg: str | None, choices: dict | None = None, **defaults):
     result[key] = (value.lower() in ("1", "true", "yes") if isinstance(default, bool)
                    else type(default)(value))
   return result
+
+
+def load_config(config_arg: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
+  """The locked config of "configs/<name>.py[:arg]", as `--config=` builds it, with dotted
+  `overrides` ({"train.steps": 2}) applied like `--config.train.steps=2`."""
+  path, _, arg = config_arg.partition(":")
+  spec = importlib.util.spec_from_file_location("rewardjax_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  for key, value in (overrides or {}).items():
+    *parents, leaf = key.split(".")
+    block = config
+    for name in parents:
+      block = block[name]
+    if leaf not in block:
+      raise KeyError(f"--config.{key}: no such field; fields here: {sorted(block)}")
+    block[leaf] = value
+  config.lock()
+  return config

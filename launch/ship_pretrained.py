@@ -25,18 +25,11 @@ FIRST_STEPS_OVERRIDES = {"train.steps": FIRST_STEPS, "train.eval_every": 1000,
 
 
 def pretrain_config(overrides: dict | None = None):
-  """configs/pretrain.py's config with dotted `overrides` ({"train.steps": 3}), locked."""
-  from configs import pretrain  # noqa: PLC0415 (the repository root is on sys.path)
+  """configs/pretrain.py's locked config with dotted `overrides` ({"train.steps": 3})."""
+  from configs import common  # noqa: PLC0415 (the repository root is on sys.path)
 
-  config = pretrain.get_config()
-  for key, value in (overrides or {}).items():
-    *parents, leaf = key.split(".")
-    block = config
-    for name in parents:
-      block = block[name]
-    block[leaf] = value
-  config.lock()
-  return config
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return common.load_config(os.path.join(root, "configs", "pretrain.py"), overrides)
 
 
 def first_steps(workdir: str) -> dict:

@@ -12,31 +12,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from configs import common  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/spark.py", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run directory (checkpoints, metrics); an "
                                "existing one is resumed. Default: runs/<config name>.")
 
 
-def load_config(config_arg: str, overrides: dict | None = None):
-  """The locked config of "configs/<name>.py[:arg]", as `--config=` builds it, with dotted
-  `overrides` ({"train.steps": 2}) applied like `--config.train.steps=2`."""
-  import importlib.util  # noqa: PLC0415
-
-  path, _, arg = config_arg.partition(":")
-  spec = importlib.util.spec_from_file_location("rewardjax_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
-  for key, value in (overrides or {}).items():
-    *parents, leaf = key.split(".")
-    block = config
-    for name in parents:
-      block = block[name]
-    if leaf not in block:
-      raise KeyError(f"--config.{key}: no such field; fields here: {sorted(block)}")
-    block[leaf] = value
-  config.lock()
-  return config
+# Loads "configs/<name>.py[:arg]" with dotted overrides, as `--config=` does (tests use it).
+load_config = common.load_config
 
 
 def train_config(config, workdir: str) -> dict:

@@ -384,16 +384,16 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
       hf.save_pretrained(nnx.merge(state.graphdef, host_params), os.path.join(workdir, "hf"))
       job.tokenizer.save_pretrained(os.path.join(workdir, "hf"))
   # Wall time is printed and written to summary.json, not returned: the returned summary is
-  # deterministic (a resumed or multi-host run returns the same dict). The machine's matmul
-  # rate (measured after the wall time, ~1-2 s on a slow box) lets a time measured on a fast
-  # machine be read as one on the slowest machine class the defaults are sized for.
+  # deterministic (a resumed or multi-host run returns the same dict). On CPU the machine's
+  # matmul rate (measured after the wall time, ~1-2 s on a slow box) lets a time measured on a
+  # fast machine be read as one on the slowest CPU class the defaults are sized for.
   wall = time.time() - started
-  rate = machine.matmul_flops_per_s(n=1024)
-  writer.summary(initial=first_eval, final=final_eval,
-                 extra={"steps": total_steps, "wall_seconds": round(wall, 1),
-                        "matmul_gflops": round(rate / 1e9, 1), "cpu": machine.cpu_model(),
-                        "wall_seconds_at_60_gflops": round(
-                            machine.slow_machine_seconds(wall, rate), 1)})
+  extra = {"steps": total_steps, "wall_seconds": round(wall, 1)}
+  if jax.default_backend() == "cpu":
+    rate = machine.matmul_flops_per_s(n=1024)
+    extra.update(matmul_gflops=round(rate / 1e9, 1), cpu=machine.cpu_model(),
+                 wall_seconds_at_60_gflops=round(machine.slow_machine_seconds(wall, rate), 1))
+  writer.summary(initial=first_eval, final=final_eval, extra=extra)
   writer.close()
   manager.close()
   return metrics_lib.flat_summary(first_eval, final_eval, {"steps": total_steps})
