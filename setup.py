@@ -12,7 +12,7 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["rewardjax", "rewardjax.*"]),
     # The shipped pretrained model (rewardjax/pretrained/arith, a few MB; configs/pretrain.py).
-    package_data={"rewardjax.pretrained": ["arith/*"]},
+    package_data={"rewardjax.pretrained": ["arith/*", "arith_rm/*"]},
     install_requires=[
         "jax>=0.8",
         "flax>=0.12",

@@ -7,10 +7,13 @@ their type (`--config.algo.beta=0.0`).
     python launch/train.py --config=configs/grpo.py --workdir=/tmp/grpo
 """
 
+import dataclasses
+
 import ml_collections
 
 from configs import common
 from rewardjax import algorithms, pretrained
+from rewardjax.rewards import sources
 
 
 def get_config(smoke: bool = False, size: str = "tiny",
@@ -43,8 +46,14 @@ def get_config(smoke: bool = False, size: str = "tiny",
 
   # Supervised warm start so a from-scratch model begins with non-zero accuracy. slip_rate:
   # the demonstrator forgets the carry this often (tasks.sft_examples), a flaw RL can fix.
+  # from_checkpoint: run it on top of model.checkpoint (else a checkpoint replaces it).
   c.warmstart = ml_collections.ConfigDict(dict(
-      steps=0, batch_size=64, learning_rate=3e-3, warmup_steps=20, slip_rate=0.0))
+      steps=0, batch_size=64, learning_rate=3e-3, warmup_steps=20, slip_rate=0.0,
+      from_checkpoint=False))
+
+  # The reward of sampling algorithms without a recipe: weighted terms over
+  # rewardjax.rewards.sources.SOURCES ("verifier,sar:0.2") and each source's options.
+  c.rewards = ml_collections.ConfigDict(dataclasses.asdict(sources.RewardOptions()))
 
   c.rollout = ml_collections.ConfigDict(dict(
       num_generations=8, max_new_tokens=8, temperature=1.0, top_p=1.0, top_k=0))

@@ -66,7 +66,6 @@ def get_config(arg=None):
                          variant="center", size="tiny", smoke=False)
   c = base.get_config(smoke=arg.smoke, size=arg.size, algorithm="reward_model")
   c.algo.update(VARIANTS[arg.variant])
-  c.train.export_hf = False
   if not arg.smoke:
     # 8 pairs per training question (distinct wrong answers): the model learns to verify
     # instead of remembering pairs; with 1 pair per question held-out accuracy stalls at ~80%.

@@ -1,12 +1,13 @@
-"""Copies a `configs/pretrain.py` run's exported model into the package as the shipped model.
+"""Copies a run's exported model into the package as a shipped model.
 
     python launch/train.py --config=configs/pretrain.py --workdir=/tmp/pretrain
     python launch/ship_pretrained.py --workdir=/tmp/pretrain
+    python launch/train.py --config=configs/reward_model.py --workdir=/tmp/rm
+    python launch/ship_pretrained.py --model=arith_rm --workdir=/tmp/rm
 
-Writes `rewardjax/pretrained/arith/` (the run's `<workdir>/hf` files) and its manifest: each
-file's sha256, the pretraining config's fingerprint, its held-out results, and the losses of
-a short re-run of the config's first steps (`first_steps`), which `tests/pretrained_test.py`
-repeats.
+Writes `rewardjax/pretrained/<model>/` (the run's `<workdir>/hf` files) and its manifest: each
+file's sha256, the config's fingerprint, its held-out results, and the losses of a short re-run
+of the config's first steps (`first_steps`), which `tests/pretrained_test.py` repeats.
 """
 
 import json
@@ -24,20 +25,27 @@ FIRST_STEPS_OVERRIDES = {"train.steps": FIRST_STEPS, "train.eval_every": 1000,
                          "train.eval_batch_size": 8, "recipe_args.eval_problems": 2}
 
 
-def pretrain_config(overrides: dict | None = None):
-  """configs/pretrain.py's locked config with dotted `overrides` ({"train.steps": 3})."""
+# Shipped model -> the config that makes it.
+CONFIGS = {"arith": "pretrain.py", "arith_rm": "reward_model.py"}
+
+
+def pretrain_config(overrides: dict | None = None, model: str = "arith"):
+  """The locked config that makes `model` with dotted `overrides` ({"train.steps": 3})."""
   from configs import common  # noqa: PLC0415 (the repository root is on sys.path)
 
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  return common.load_config(os.path.join(root, "configs", "pretrain.py"), overrides)
+  overrides = dict(overrides or {})
+  if model != "arith":  # only the pretraining config has a recipe
+    overrides.pop("recipe_args.eval_problems", None)
+  return common.load_config(os.path.join(root, "configs", CONFIGS[model]), overrides)
 
 
-def first_steps(workdir: str) -> dict:
-  """Runs the first `FIRST_STEPS` steps of configs/pretrain.py into `workdir`; returns
+def first_steps(workdir: str, model: str = "arith") -> dict:
+  """Runs the first `FIRST_STEPS` steps of `model`'s config into `workdir`; returns
   {"step -> loss"} of the training metrics."""
   from rewardjax import train  # noqa: PLC0415
 
-  train.run(pretrain_config(FIRST_STEPS_OVERRIDES), workdir)
+  train.run(pretrain_config(FIRST_STEPS_OVERRIDES, model), workdir)
   losses = {}
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     for line in f:
@@ -51,26 +59,32 @@ def main():
   import argparse  # noqa: PLC0415
 
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", default="/tmp/pretrain", help="The configs/pretrain.py run.")
-  workdir = parser.parse_args().workdir
+  parser.add_argument("--workdir", default="/tmp/pretrain", help="The config's run.")
+  parser.add_argument("--model", default="arith", choices=sorted(CONFIGS))
+  args = parser.parse_args()
+  workdir, model = args.workdir, args.model
   from rewardjax import checkpoint, pretrained  # noqa: PLC0415
 
   source = os.path.join(workdir, "hf")
   if not os.path.exists(os.path.join(source, "model.safetensors")):
-    raise SystemExit(f"{source} has no model.safetensors: run configs/pretrain.py into "
+    raise SystemExit(f"{source} has no model.safetensors: run configs/{CONFIGS[model]} into "
                      f"--workdir={workdir} first")
   with open(os.path.join(workdir, "summary.json"), encoding="utf-8") as f:
     summary = json.load(f)
-  losses = first_steps(tempfile.mkdtemp(prefix="pretrain_first_steps_"))
-  config = pretrain_config()
+  losses = first_steps(tempfile.mkdtemp(prefix="pretrain_first_steps_"), model)
+  config = pretrain_config(model=model)
   if summary.get("steps") != config.train.steps:
-    raise SystemExit(f"the run has {summary.get('steps')} steps, configs/pretrain.py "
+    raise SystemExit(f"the run has {summary.get('steps')} steps, configs/{CONFIGS[model]} "
                      f"{config.train.steps}: re-run it")
-  if os.path.exists(pretrained.ARITH):
-    shutil.rmtree(pretrained.ARITH)
-  shutil.copytree(source, pretrained.ARITH)
+  target = os.path.join(os.path.dirname(pretrained.ARITH), model)
+  if os.path.exists(target):
+    shutil.rmtree(target)
+  shutil.copytree(source, target)
+  rebuild = (f"python launch/train.py --config=configs/{CONFIGS[model]} --workdir={workdir} && "
+             f"python launch/ship_pretrained.py --model={model} --workdir={workdir}")
   manifest = pretrained.write_manifest(
-      pretrained.ARITH, config_fingerprint=checkpoint.config_fingerprint(config.to_dict(), None),
+      target, rebuild=rebuild,
+      config_fingerprint=checkpoint.config_fingerprint(config.to_dict(), None),
       steps=config.train.steps, first_losses=losses,
       heldout={k: v for k, v in summary.items() if k.startswith("final/")})
   print(json.dumps(manifest, indent=2))

@@ -38,7 +38,7 @@ FINGERPRINT_KEY = "config_fingerprint"
 # purpose: mesh (restore reshards), checkpoint / eval / export settings, and train.steps (so a
 # run can be extended; with a decaying schedule that changes the remaining learning rates).
 FINGERPRINT_KEYS = ("seed", "algorithm", "recipe", "recipe_args", "model", "data", "warmstart",
-                    "rollout", "algo", "optim", "train.batch_size")
+                    "rollout", "algo", "optim", "train.batch_size", "rewards")
 
 
 def _handlers() -> dict[str, ocp.CheckpointHandler]:

@@ -267,21 +267,29 @@ def constrain(x: jax.Array, axes: tuple) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, P(*spec))
 
 
-def state_shardings(abstract_state, params_sharding: dict, mesh: Mesh):
+def state_shardings(abstract_state, params_sharding: dict, mesh: Mesh,
+                    companion_sharding: dict | None = None):
   """Shardings for a whole train state: params (and ref params) by the table, opt state alike.
 
   Optimizer moments have the shapes of the parameters they track, so an optimizer leaf whose
-  shape matches a parameter's takes that parameter's sharding; counters stay replicated.
+  shape matches a parameter's takes that parameter's sharding; counters stay replicated. A
+  companion model (`TrainState.companion`) gets `companion_sharding` for its params and the
+  same rule for its optimizer state.
   """
-  by_shape = {}
-  for leaf, sharding in zip(jax.tree.leaves(abstract_state.params),
-                            jax.tree.leaves(params_sharding)):
-    by_shape.setdefault(tuple(leaf.shape), sharding)
+  def like(params, shardings):
+    by_shape = {}
+    for leaf, sharding in zip(jax.tree.leaves(params), jax.tree.leaves(shardings)):
+      by_shape.setdefault(tuple(leaf.shape), sharding)
+    return lambda leaf: by_shape.get(tuple(getattr(leaf, "shape", ())), replicated(mesh))
 
-  def like_params(leaf):
-    return by_shape.get(tuple(getattr(leaf, "shape", ())), replicated(mesh))
-
+  companion = abstract_state.companion
+  if companion is not None:
+    companion = companion.replace(
+        params=companion_sharding,
+        opt_state=jax.tree.map(like(companion.params, companion_sharding), companion.opt_state))
   return abstract_state.replace(
       step=replicated(mesh), rng=replicated(mesh), params=params_sharding,
-      opt_state=jax.tree.map(like_params, abstract_state.opt_state),
-      ref_params=None if abstract_state.ref_params is None else params_sharding)
+      opt_state=jax.tree.map(like(abstract_state.params, params_sharding),
+                             abstract_state.opt_state),
+      ref_params=None if abstract_state.ref_params is None else params_sharding,
+      companion=companion)

@@ -22,7 +22,8 @@ from rewardjax import metrics as metrics_lib
 from rewardjax.algorithms import base
 from rewardjax.data import loaders, tasks, tokenizers
 from rewardjax.models import hf, transformer
-from rewardjax.types import TrainState
+from rewardjax.rewards import sources
+from rewardjax.types import ModelState, TrainState
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,8 +128,11 @@ def make_job(config: ml_collections.ConfigDict, mesh) -> Job:
   d, r = config.data, config.rollout
   stream = recipes.RecordStream(problems.get("train") or records["train"],
                                 config.train.batch_size, config.seed)
+  rewards = sources.composition_from_options(
+      sources.RewardOptions(**config.rewards), tokenizer=tokenizer, mesh=mesh, fmt=d.fmt)
   recipe = recipes.load(config.recipe, config.recipe_args.to_dict(), stream=stream,
-                        problems=problems, fmt=d.fmt, seed=config.seed)
+                        problems=problems, fmt=d.fmt, seed=config.seed, rewards=rewards,
+                        tokenizer=tokenizer)
   mconfig = model_config(config, tokenizer)
   tokenizers.check_vocab(tokenizer, mconfig.vocab_size)
   setup = base.Setup(
@@ -143,7 +147,9 @@ def make_job(config: ml_collections.ConfigDict, mesh) -> Job:
   program = algorithm.build(config.algo, setup)
   warmstart = None
   w = config.warmstart
-  if w.steps and not config.model.checkpoint:
+  # From a checkpoint only on request (an SFT stage on top of it, e.g. Self-Rewarding PPO's
+  # pi_sft); otherwise the checkpoint replaces the warm start.
+  if w.steps and (not config.model.checkpoint or w.from_checkpoint):
     warm_setup = dataclasses.replace(
         setup, problems={"train": problems.get("warmstart", [])}, records={},
         batch_size=w.batch_size)
@@ -155,53 +161,80 @@ def make_job(config: ml_collections.ConfigDict, mesh) -> Job:
 # ---------------------------------------------------------------------------------------------
 # State: born sharded.
 # ---------------------------------------------------------------------------------------------
-def state_layout(model_fn, tx, mesh, rng, *, with_ref: bool):
+def state_layout(model_fn, tx, mesh, rng, *, with_ref: bool, companion=None):
   """`(init, abstract_state, shardings)` of a TrainState, without allocating it.
 
-  `model_fn(rngs)` builds the NNX module; `init(rng, params)` builds the state, from `params`
-  (a pure dict: warm start or pretrained) or, when None, from a random initialisation.
+  `model_fn(rngs)` builds the NNX module; `init(rng, params, companion_params=None)` builds the
+  state, from `params` (a pure dict: warm start or pretrained) or, when None, from a random
+  initialisation. `companion` is `(base.Companion, its optimizer)` for a second trained model.
   """
   graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: model_fn(nnx.Rngs(0))),
                                         nnx.Param)
   params_sharding = sharding.param_shardings(abstract_params, mesh)
+  companion_sharding = None
+  if companion is not None:
+    spec, companion_tx = companion
+    companion_graphdef, abstract_companion = nnx.split(
+        nnx.eval_shape(lambda: spec.model_fn(nnx.Rngs(0))), nnx.Param)
+    companion_sharding = sharding.param_shardings(abstract_companion, mesh)
 
-  def init(rng, params):
+  def init(rng, params, companion_params=None):
     if params is None:
       params = nnx.to_pure_dict(nnx.split(model_fn(nnx.Rngs(rng)), nnx.Param)[1])
     # A copy, not an alias: donating a state whose two fields share buffers would fail.
     ref = jax.tree.map(jnp.copy, params) if with_ref else None
+    second = None
+    if companion is not None:
+      if companion_params is None:
+        companion_params = nnx.to_pure_dict(nnx.split(spec.model_fn(nnx.Rngs(rng)),
+                                                      nnx.Param)[1])
+      second = ModelState(params=companion_params, opt_state=companion_tx.init(companion_params),
+                          graphdef=companion_graphdef, tx=companion_tx)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=rng, ref_params=ref, graphdef=graphdef, tx=tx)
+                      rng=rng, ref_params=ref, graphdef=graphdef, tx=tx, companion=second)
 
   abstract = jax.eval_shape(init, rng, None)
-  return init, abstract, sharding.state_shardings(abstract, params_sharding, mesh)
+  return init, abstract, sharding.state_shardings(abstract, params_sharding, mesh,
+                                                  companion_sharding)
 
 
-def create_state(model_fn, tx, mesh, rng, *, params=None, with_ref: bool):
+def create_state(model_fn, tx, mesh, rng, *, params=None, with_ref: bool, companion=None,
+                 companion_params=None):
   """A TrainState born sharded: eval_shape -> shardings -> jit(init, out_shardings)."""
-  init, _, shardings = state_layout(model_fn, tx, mesh, rng, with_ref=with_ref)
+  init, _, shardings = state_layout(model_fn, tx, mesh, rng, with_ref=with_ref,
+                                    companion=companion)
   if params is not None:
     params = jax.device_put(params, shardings.params)
-  return jax.jit(init, out_shardings=shardings)(rng, params), shardings
+  if companion_params is not None:
+    companion_params = jax.device_put(companion_params, shardings.companion.params)
+  return jax.jit(init, out_shardings=shardings)(rng, params, companion_params), shardings
 
 
 def _saveable(state: TrainState) -> dict:
-  return {"step": state.step, "params": state.params, "opt_state": state.opt_state,
+  tree = {"step": state.step, "params": state.params, "opt_state": state.opt_state,
           "rng": state.rng, "ref_params": state.ref_params}
+  if state.companion is not None:  # absent otherwise: older checkpoints keep their layout
+    tree["companion"] = {"params": state.companion.params,
+                         "opt_state": state.companion.opt_state}
+  return tree
 
 
 def restore(manager, model_fn, tx, mesh, rng, *, with_ref: bool,
-            config_fingerprint: str | None = None):
+            config_fingerprint: str | None = None, companion=None):
   """`(state, extra, state_sharding)` of the newest checkpoint in `manager`, bitwise, laid out
   as `create_state` would; state and extra are None when the manager holds no checkpoint."""
-  _, abstract, shardings = state_layout(model_fn, tx, mesh, rng, with_ref=with_ref)
+  _, abstract, shardings = state_layout(model_fn, tx, mesh, rng, with_ref=with_ref,
+                                        companion=companion)
   target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         _saveable(abstract), _saveable(shardings))
   restored = checkpoint.restore_latest(manager, target, config_fingerprint=config_fingerprint)
   if restored is None:
     return None, None, shardings
   tree, extra = restored
-  return abstract.replace(**tree), extra, shardings
+  second = tree.pop("companion", None)
+  if second is not None:
+    second = abstract.companion.replace(**second)
+  return abstract.replace(**tree, companion=second), extra, shardings
 
 
 def minibatches(batch, num_minibatches: int):
@@ -279,15 +312,16 @@ def pretrained_params(config, mconfig):
       attention_impl=mconfig.attention_impl), nnx.Param)[1])
 
 
-def warm_start(job: Job, config, mesh, rng, writer):
-  """The warm-start stage: the SFT program from a fresh LM, through `train_steps`; returns the
-  language model's params."""
+def warm_start(job: Job, config, mesh, rng, writer, params=None):
+  """The warm-start stage: the SFT program from `params` (a checkpoint's) or a fresh LM,
+  through `train_steps`; returns the language model's params."""
   w = config.warmstart
   tx = optim.make_optimizer(optim.AdamW(learning_rate=w.learning_rate,
                                         warmup_steps=min(w.warmup_steps, w.steps),
                                         schedule="cosine", b2=0.99), total_steps=w.steps)
-  params = nnx.to_pure_dict(nnx.split(job.warmstart.model_fn(nnx.Rngs(config.seed)),
-                                      nnx.Param)[1])
+  if params is None:
+    params = nnx.to_pure_dict(nnx.split(job.warmstart.model_fn(nnx.Rngs(config.seed)),
+                                        nnx.Param)[1])
   state, shardings = create_state(job.warmstart.model_fn, tx, mesh, rng, params=params,
                                   with_ref=False)
   writer.stage("warmstart")
@@ -317,8 +351,12 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   job = make_job(config, mesh)
   program, rng, total_steps = job.program, jax.random.key(config.seed), config.train.steps
   sharding.check_batch(program.rows_per_update, mesh, "rows per update")
-  tx = make_optimizer(config.optim, total_steps * program.num_iterations
-                      * program.num_minibatches)
+  updates = total_steps * program.num_iterations * program.num_minibatches
+  tx = make_optimizer(config.optim, updates)
+  companion = None
+  if program.companion is not None:  # a second model trained in the same step, own optimizer
+    companion = (program.companion, make_optimizer(ml_collections.ConfigDict(
+        config.optim.to_dict() | {"learning_rate": program.companion.learning_rate}), updates))
 
   # ===== State: restore the last checkpoint, or initialise (pretrained / warm start) =========
   manager = checkpoint.make_manager(workdir, max_to_keep=config.checkpoint.keep,
@@ -327,7 +365,7 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   fingerprint = checkpoint.config_fingerprint(config.to_dict())
   state, extra, state_sharding = restore(manager, program.model_fn, tx, mesh, rng,
                                          with_ref=program.with_ref,
-                                         config_fingerprint=fingerprint)
+                                         config_fingerprint=fingerprint, companion=companion)
   stages = [("train", total_steps)]
   if state is None and job.warmstart is not None:
     stages.insert(0, ("warmstart", config.warmstart.steps))
@@ -340,11 +378,15 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     lm_params = None
     if config.model.checkpoint:
       lm_params = pretrained_params(config, job.setup.model)
-    elif job.warmstart is not None:
-      lm_params = warm_start(job, config, mesh, rng, writer)
+    if job.warmstart is not None:  # from the checkpoint with warmstart.from_checkpoint
+      lm_params = warm_start(job, config, mesh, rng, writer, params=lm_params)
     params = None if lm_params is None else program.init_params(lm_params, config.seed)
+    companion_params = None
+    if companion is not None:  # asked even from scratch: Cooper's loads its own directory
+      companion_params = program.companion.init_params(lm_params, config.seed)
     state, state_sharding = create_state(program.model_fn, tx, mesh, rng, params=params,
-                                         with_ref=program.with_ref)
+                                         with_ref=program.with_ref, companion=companion,
+                                         companion_params=companion_params)
     start_step = 0
 
   def run_eval(step):
@@ -381,8 +423,16 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   if config.train.export_hf and program.export_hf:
     host_params = sharding.gather(state.params)  # a collective: every process takes part
     if jax.process_index() == 0:
-      hf.save_pretrained(nnx.merge(state.graphdef, host_params), os.path.join(workdir, "hf"))
+      export = program.export or hf.save_pretrained
+      export(nnx.merge(state.graphdef, host_params), os.path.join(workdir, "hf"))
       job.tokenizer.save_pretrained(os.path.join(workdir, "hf"))
+    second = program.companion
+    if second is not None and second.export is not None:  # e.g. Cooper's co-trained RM
+      companion_params = sharding.gather(state.companion.params)
+      if jax.process_index() == 0:
+        directory = os.path.join(workdir, f"hf_{second.name}")
+        second.export(nnx.merge(state.companion.graphdef, companion_params), directory)
+        job.tokenizer.save_pretrained(directory)
   # Wall time is printed and written to summary.json, not returned: the returned summary is
   # deterministic (a resumed or multi-host run returns the same dict). On CPU the machine's
   # matmul rate (measured after the wall time, ~1-2 s on a slow box) lets a time measured on a

@@ -33,6 +33,28 @@ class TrainState:
   ref_params: Any = None
   graphdef: nnx.GraphDef = flax.struct.field(pytree_node=False, default=None)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False, default=None)
+  companion: Any = None  # ModelState of a second model trained in the same step, or None
+
+
+@flax.struct.dataclass
+class ModelState:
+  """A second model trained in the same jitted step as the policy, with its own optimizer:
+  PPO's critic, Cooper's reward model (`algorithms.base.Companion`)."""
+  params: Any
+  opt_state: Any
+  graphdef: nnx.GraphDef = flax.struct.field(pytree_node=False, default=None)
+  tx: optax.GradientTransformation = flax.struct.field(pytree_node=False, default=None)
+
+
+@flax.struct.dataclass
+class CoupledBatch:
+  """The batch of a step that trains two models: the policy's and the companion's.
+
+  `companion` is a dict of arrays whose rows the companion's loss reads (PPO: the rollout rows
+  with old values and returns; Cooper: reward-model pair rows).
+  """
+  policy: Any
+  companion: Any
 
 
 @flax.struct.dataclass

@@ -56,20 +56,41 @@ def apply_gradients(state: TrainState, grads, loss, metrics) -> tuple[TrainState
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def update(state: TrainState, batch: Any, rng: jax.Array, *,
-           loss: Callable) -> tuple[TrainState, dict]:
+def update(state: TrainState, batch: Any, rng: jax.Array, *, loss: Callable,
+           companion_loss: Callable | None = None,
+           companion_name: str = "companion") -> tuple[TrainState, dict]:
   """The update step: `loss(model, batch)` under value_and_grad w.r.t. `state.params`.
 
   `loss` is an objective with its hyper-parameters bound (`algorithms.base.bind`). Forward
   passes are deterministic (no dropout), so `rng` is unused; it is kept for the step contract.
+
+  With `companion_loss` (a second model trained in the same step, `state.companion`), `batch`
+  is a `CoupledBatch`: `loss` reads `batch.policy`, `companion_loss(companion_model,
+  batch.companion)` is differentiated w.r.t. the companion's params and applied with its own
+  optimizer. Both gradients are taken at the step's starting params (the two models share no
+  parameters). The companion's metrics are "<companion_name>/<metric>".
   """
   del rng
+  policy_batch = batch if companion_loss is None else batch.policy
 
   def loss_of(params):
-    return loss(nnx.merge(state.graphdef, params), batch)
+    return loss(nnx.merge(state.graphdef, params), policy_batch)
 
   (value, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
-  return apply_gradients(state, grads, value, metrics)
+  new_state, metrics = apply_gradients(state, grads, value, metrics)
+  if companion_loss is None:
+    return new_state, metrics
+  c = state.companion
+
+  def companion_loss_of(params):
+    return companion_loss(nnx.merge(c.graphdef, params), batch.companion)
+
+  (c_value, c_metrics), c_grads = jax.value_and_grad(companion_loss_of, has_aux=True)(c.params)
+  updates, opt_state = c.tx.update(c_grads, c.opt_state, c.params)
+  companion = c.replace(params=optax.apply_updates(c.params, updates), opt_state=opt_state)
+  metrics.update({f"{companion_name}/{k}": v for k, v in dict(
+      c_metrics, loss=c_value, grad_norm=optax.global_norm(c_grads)).items()})
+  return new_state.replace(companion=companion), metrics
 
 
 def score_rollouts(params, ref_params, graphdef, tokens, attention_mask, completion_length: int,

@@ -7,7 +7,10 @@ import pytest
 from configs import common
 from rewardjax import algorithms
 
-CONFIGS = ("grpo", "dpo", "reward_model", "sft", "spark", "pretrain")
+# The RL-with-model-rewards configs: each is a recipe or a `rewards` block over grpo / ppo.
+MODEL_REWARD_CONFIGS = ("ppo", "rlhf", "cooper", "sar", "ssr_zero", "endogenous",
+                        "self_rewarding_ppo")
+CONFIGS = ("grpo", "dpo", "reward_model", "sft", "spark", "pretrain") + MODEL_REWARD_CONFIGS
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -27,11 +30,60 @@ def test_every_grpo_variant_names_real_loss_and_advantage():
 
 
 def test_every_variant_names_an_objective_of_its_algorithm():
-  for name in ("dpo", "reward_model"):
+  for name in ("dpo", "reward_model") + MODEL_REWARD_CONFIGS:
     module = importlib.import_module(f"configs.{name}")
-    for variant in module.VARIANTS:
-      c = module.get_config(variant)
+    for variant in getattr(module, "VARIANTS", (None,)):
+      c = module.get_config(f"variant={variant}" if variant else None)
       assert c.algo.loss_type in algorithms.get(c.algorithm).objectives
+
+
+# (config, variant) -> (companion name or None, the reward's term names, whether a term reads
+# the frozen reference), at smoke size.
+PROGRAMS = {
+    ("ppo", "ppo"): ("critic", ["verifier"], False),
+    ("ppo", "kl_in_loss"): ("critic", ["verifier"], False),
+    ("ppo", "reinforce_pp"): (None, ["verifier"], False),
+    ("rlhf", "grpo"): (None, ["reward_model", "verifier"], False),
+    ("rlhf", "ppo"): ("critic", ["reward_model", "verifier"], False),
+    ("cooper", "cooper"): ("reward_model", ["reward_model", "verifier"], False),
+    ("cooper", "frozen"): (None, ["reward_model", "verifier"], False),
+    ("sar", "sar"): (None, ["verifier", "sar"], False),
+    ("sar", "verifier"): (None, ["verifier", "sar"], False),
+    ("ssr_zero", "ssr_zero"): (None, ["judge", "verifier"], False),
+    ("ssr_zero", "verifier"): (None, ["verifier"], False),
+    ("endogenous", "endogenous"): (None, ["endogenous", "verifier"], True),
+    ("endogenous", "verifier"): (None, ["verifier"], False),
+    ("self_rewarding_ppo", None): ("critic", ["coherent", "verifier"], True),
+}
+
+
+def test_model_reward_programs_cover_every_variant():
+  for name in MODEL_REWARD_CONFIGS:
+    module = importlib.import_module(f"configs.{name}")
+    variants = set(getattr(module, "VARIANTS", (None,)))
+    assert variants == {v for n, v in PROGRAMS if n == name}, name
+
+
+@pytest.mark.parametrize("name,variant", list(PROGRAMS), ids=[f"{n}-{v}" for n, v in PROGRAMS])
+def test_model_reward_smoke_variant_builds_its_program(name, variant):
+  """The smoke config resolves into a job (data, reward sources and their models, recipe,
+  the algorithm's program) without training: its companion and reward terms, and a state with
+  a reference whenever a term reads it."""
+  import jax  # noqa: PLC0415
+
+  from rewardjax import sharding, train  # noqa: PLC0415
+  module = importlib.import_module(f"configs.{name}")
+  config = module.get_config(f"variant={variant},smoke" if variant else "smoke")
+  assert config.train.steps == 2
+  mesh = sharding.make_mesh(-1, 1, 1)
+  with jax.set_mesh(mesh):
+    job = train.make_job(config, mesh)
+  companion, terms, reads_reference = PROGRAMS[(name, variant)]
+  program = job.program
+  assert (program.companion.name if program.companion else None) == companion
+  assert [t.name for t in job.recipe.rewards.terms] == terms
+  assert job.recipe.rewards.uses_reference == reads_reference
+  assert program.with_ref or not reads_reference
 
 
 def test_unknown_variant_and_objective_list_the_valid_names():
@@ -70,7 +122,7 @@ def _read_names(paths) -> set[str]:
   return names
 
 
-ALL_CONFIGS = ("grpo", "dpo", "reward_model", "spark", "sft")
+ALL_CONFIGS = ("grpo", "dpo", "reward_model", "spark", "sft") + MODEL_REWARD_CONFIGS
 
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)

@@ -89,3 +89,15 @@ def test_the_shipped_model_solves_and_judges_a_little(manifest):
   assert 0.4 < heldout["final/accuracy"] < 0.95
   assert heldout["final/judge_accuracy"] > 0.5
   json.dumps(manifest)
+
+
+def test_shipped_reward_model_matches_its_manifest_and_loads_as_a_reward_model():
+  from rewardjax.models import hf_reward  # noqa: PLC0415
+
+  manifest = pretrained.verify(pretrained.ARITH_RM)
+  config = ship_pretrained.pretrain_config(model="arith_rm")
+  assert manifest["config_fingerprint"] == checkpoint.config_fingerprint(config.to_dict(), None)
+  assert manifest["steps"] == config.train.steps
+  assert manifest["heldout"]["final/pair_accuracy"] > 0.9
+  model = hf_reward.load_reward_model(pretrained.ARITH_RM)
+  assert model.pool == "last" and model.backbone.config.vocab_size == 128

@@ -5,15 +5,16 @@ defaults, its table of objectives (chosen by `loss_type`), the kind of records i
 `build(options, setup) -> base.Program` (batch stages, pure update step, held-out evaluation).
 
   grpo          policy gradient, GRPO family (`grpo.py`)
+  ppo           PPO with a learned critic, GAE (`ppo.py`)
   dpo           preference optimisation, DPO family (`preference.py`)
   reward_model  scalar-head reward models (`reward_model.py`)
   sft           supervised fine-tuning; also the warm-start stage (`sft.py`)
 """
 
-from rewardjax.algorithms import base, grpo, preference, reward_model, sft
+from rewardjax.algorithms import base, grpo, ppo, preference, reward_model, sft
 
-ALGORITHMS = {a.name: a for a in (grpo.ALGORITHM, preference.ALGORITHM, reward_model.ALGORITHM,
-                                  sft.ALGORITHM)}
+ALGORITHMS = {a.name: a for a in (grpo.ALGORITHM, ppo.ALGORITHM, preference.ALGORITHM,
+                                  reward_model.ALGORITHM, sft.ALGORITHM)}
 
 
 def get(name: str) -> base.Algorithm:

@@ -89,6 +89,36 @@ class Objective:
   rows_per_record: int = 2
 
 
+@dataclasses.dataclass(frozen=True)
+class Companion:
+  """A second model trained in the same jitted step as the policy (`TrainState.companion`).
+
+  PPO's critic and Cooper's reward model are companions: the batch stages compute its batch
+  (`CoupledBatch.companion`), the step differentiates `loss` w.r.t. its params and applies its
+  own optimizer (the run's `optim` block with `learning_rate`).
+
+  name: metrics prefix ("critic", "reward_model").
+  model_fn: `model_fn(rngs)` builds its NNX module.
+  init_params: `init_params(lm_params, rng)` -> its pure params (e.g. the policy's backbone with
+    a fresh value head, or a reward model loaded from a directory); `lm_params` is None for a
+    policy trained from scratch, and a None result means a random initialisation.
+  loss: `loss(model, companion_batch) -> (loss, metrics)`; pure and jittable.
+  learning_rate: its optimizer's peak learning rate.
+  make_batch: `make_batch(groups, step) -> dict` of host arrays (its rows) from an RL step's
+    scored rollout groups, for a companion a recipe brings (Cooper's reward model); None when
+    the algorithm builds the companion's batch itself (PPO's critic).
+  export: `export(model, directory)` writes it as a Hugging Face directory at the end of the
+    run (`<workdir>/hf_<name>`), or None.
+  """
+  name: str
+  model_fn: Callable
+  init_params: Callable
+  loss: Callable
+  learning_rate: float
+  make_batch: Callable | None = None
+  export: Callable | None = None
+
+
 def no_followup(step: int) -> str:
   del step
   return ""
@@ -107,10 +137,14 @@ class Program:
   with_ref: the state carries a frozen copy of the initial params.
   rows_per_update: rows of one update's batch (checked against the mesh).
   num_minibatches, num_iterations: updates per batch = their product (PPO-style epochs).
-  export_hf: whether the params are written as a Hugging Face LM at the end.
+  export_hf: whether the params are written as a Hugging Face directory at the end: by
+    `export(model, directory)` (e.g. a reward model as `*ForSequenceClassification`), or as a
+    causal LM (`models.save_pretrained`) when `export` is None.
   followup: `followup(step) -> name`, asked after each batch of step `step` is trained: the
     name of one more batch to build and train in the same step ("" = none), e.g. SPARK's
     "judge" period after its task period. Its metrics are logged as "<name>/<metric>".
+  companion: a second model trained in the same step (`Companion`), or None; then `step`
+    takes `CoupledBatch`es and updates `state.companion` too.
   """
   model_fn: Callable
   init_params: Callable
@@ -122,7 +156,9 @@ class Program:
   num_minibatches: int = 1
   num_iterations: int = 1
   export_hf: bool = True
+  export: Callable | None = None
   followup: Callable[[int], str] = no_followup
+  companion: Companion | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,7 @@ from rewardjax.algorithms import base
 from rewardjax.data import tokenizers
 from rewardjax.models import transformer
 from rewardjax.rewards import composition, shaping
-from rewardjax.types import RolloutBatch
+from rewardjax.types import CoupledBatch, RolloutBatch
 
 # The `algo` block of a GRPO-family config. Names follow TRL's GRPOConfig where it has the field.
 DEFAULTS = dict(
@@ -102,15 +102,20 @@ OBJECTIVES = {name: base.Objective(policy_objective, hparams=_HPARAMS)
               for name in losses.GRPO_LOSS_TYPES}
 
 
-def make_step(options, *, max_completion_length: int, chunk_size: int = 1024) -> Callable:
-  """The pure GRPO-family update `(state, RolloutBatch, rng) -> (state, metrics)`.
+def make_step(options, *, max_completion_length: int, chunk_size: int = 1024,
+              companion: base.Companion | None = None) -> Callable:
+  """The pure GRPO-family update `(state, RolloutBatch, rng) -> (state, metrics)`; with a
+  recipe's `companion` (Cooper's reward model), `(state, CoupledBatch, rng)` updating both.
 
   The one place the policy step is wired (trainer, benchmarks and tests call it).
   """
   obj = base.objective(OBJECTIVES, options["loss_type"], "grpo")
   loss = functools.partial(base.bind(obj, options), max_completion_length=max_completion_length,
                            chunk_size=chunk_size)
-  return functools.partial(update.update, loss=loss)
+  if companion is None:
+    return functools.partial(update.update, loss=loss)
+  return functools.partial(update.update, loss=loss, companion_loss=companion.loss,
+                           companion_name=companion.name)
 
 
 # ---- batch stages --------------------------------------------------------------------------
@@ -291,6 +296,10 @@ def rollout_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, option
       advantages=advantage_fn(on_mesh["rewards"], on_mesh["row_weights"], old, ref,
                               on_mesh["completion_mask"]),
       sampler_logprobs=on_mesh["sampler_logprobs"])
+  companion = setup.recipe.companion
+  if companion is not None:  # a second model trained on this step's rollouts (Cooper)
+    batch = CoupledBatch(policy=batch, companion=sharding.shard_batch(
+        companion.make_batch(groups, step), setup.mesh))
   return batch, metrics
 
 
@@ -298,8 +307,13 @@ def build(options, setup: base.Setup) -> base.Program:
   """The GRPO-family program (see `base.Program`)."""
   if options.advantage not in ADVANTAGES:
     raise ValueError(f"grpo: advantage={options.advantage!r}; valid: {ADVANTAGES}")
+  companion = setup.recipe.companion
+  if companion is not None and options.num_minibatches != 1:
+    raise ValueError(f"grpo: recipe {type(setup.recipe.source).__name__} trains a companion "
+                     f"model, whose rows do not split into num_minibatches="
+                     f"{options.num_minibatches}; use 1")
   step = make_step(options, max_completion_length=setup.sampling.max_new_tokens,
-                   chunk_size=setup.chunk_size)
+                   chunk_size=setup.chunk_size, companion=companion)
   score_fn = jax.jit(functools.partial(
       update.score_rollouts, completion_length=setup.sampling.max_new_tokens,
       chunk_size=setup.chunk_size), static_argnames=("graphdef",))
@@ -317,12 +331,14 @@ def build(options, setup: base.Setup) -> base.Program:
                                    score_fn=score_fn, advantage_fn=advantage_fn),
       step=step, evaluate=evaluate,
       # A reference for the KL in the loss, or in REINFORCE++'s reward.
+      # (or for a reward term that reads the frozen starting policy).
       with_ref=options.beta > 0 or (options.advantage == "reinforce_pp"
-                                    and options.reward_kl_coef > 0),
+                                    and options.reward_kl_coef > 0)
+      or setup.recipe.rewards.uses_reference,
       rows_per_update=setup.batch_size * setup.sampling.num_generations
       // options.num_minibatches,
       num_minibatches=options.num_minibatches, num_iterations=options.num_iterations,
-      followup=setup.recipe.source.followup)
+      followup=setup.recipe.source.followup, companion=companion)
 
 
 ALGORITHM = base.Algorithm(name="grpo", defaults=DEFAULTS, objectives=OBJECTIVES,

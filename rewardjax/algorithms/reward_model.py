@@ -4,7 +4,9 @@ Stages: the objective's records (pairs, ranked lists, ...; the built-in task mak
 `reward_model_objectives.py`) -> token rows (`SequenceBatch`, e.g. chosen rows then rejected
 rows) with the per-record fields the objective needs in `extra` -> the update. The model is the
 warm-started (or pretrained) language model plus a fresh head on the last real token; the
-held-out evaluation is pairwise accuracy on the built-in task's pairs.
+held-out evaluation is pairwise accuracy on the built-in task's pairs. The head has no bias, so
+the run's `hf/` export is a `*ForSequenceClassification` directory transformers loads
+(`models.hf_reward`), and `rewards.reward_model=<workdir>` scores RL rollouts with it.
 """
 
 import functools
@@ -16,8 +18,8 @@ from flax import nnx
 from rewardjax import recipes, sharding, update
 from rewardjax.algorithms import base
 from rewardjax.algorithms.reward_model_objectives import DEFAULTS, OBJECTIVES, RECORDS
-from rewardjax.data import tasks
-from rewardjax.models import heads
+from rewardjax.data import tasks, tokenizers
+from rewardjax.models import heads, hf_reward
 from rewardjax.types import SequenceBatch
 
 
@@ -68,16 +70,23 @@ def build(options, setup: base.Setup) -> base.Program:
 
   def init_params(lm_params, rng):
     # The head is fresh; the backbone is the (warm-started or pretrained) language model.
-    head = nnx.to_pure_dict(nnx.split(heads.ScalarModel(setup.model, rngs=nnx.Rngs(rng)),
-                                      nnx.Param)[1])["head"]
+    head = nnx.to_pure_dict(nnx.split(model_fn(nnx.Rngs(rng)), nnx.Param)[1])["head"]
     return {"backbone": lm_params, "head": head}
 
+  def model_fn(rngs):
+    # No head bias, as transformers' *ForSequenceClassification score (the export's format).
+    return heads.ScalarModel(setup.model, rngs=rngs, bias=False)
+
+  def export(model, directory):
+    hf_reward.save_reward_model(model, directory,
+                                pad_token_id=tokenizers.pad_token_id(setup.tokenizer))
+
   return base.Program(
-      model_fn=lambda rngs: heads.ScalarModel(setup.model, rngs=rngs), init_params=init_params,
+      model_fn=model_fn, init_params=init_params,
       make_batch=functools.partial(reward_model_batch, setup=setup, stream=stream, obj=obj,
                                    options=options),
       step=make_step(options), evaluate=evaluate, with_ref=False,
-      rows_per_update=records.rows(setup.batch_size, options), export_hf=False)
+      rows_per_update=records.rows(setup.batch_size, options), export=export)
 
 
 ALGORITHM = base.Algorithm(name="reward_model", defaults=DEFAULTS, objectives=OBJECTIVES,

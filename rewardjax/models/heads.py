@@ -27,31 +27,40 @@ def last_token_pool(hidden: Float[Array, "B S D"],
 
 
 class ScalarHead(nnx.Module):
-  """score = hidden . w + b, one scalar per position, in float32."""
+  """score = hidden . w (+ b), one scalar per position, in float32.
 
-  def __init__(self, hidden_size: int, *, rngs: nnx.Rngs, param_dtype="float32"):
+  `bias=False` drops `b`: Hugging Face `*ForSequenceClassification` score heads have no bias, so
+  a reward model meant for export (`hf_reward.save_reward_model`) is trained without one.
+  """
+
+  def __init__(self, hidden_size: int, *, rngs: nnx.Rngs, param_dtype="float32",
+               bias: bool = True):
     self.w_d = nnx.Param(nnx.initializers.normal(1.0 / hidden_size ** 0.5)(
         rngs.params(), (hidden_size,), param_dtype), logical_axes=("embed",))
-    self.b = nnx.Param(jnp.zeros((), param_dtype), logical_axes=())
+    self.use_bias = bias
+    if bias:
+      self.b = nnx.Param(jnp.zeros((), param_dtype), logical_axes=())
 
   def __call__(self, hidden: Float[Array, "... D"]) -> Float[Array, "..."]:
-    return jnp.einsum("...d,d->...", hidden.astype(jnp.float32),
-                      self.w_d[...].astype(jnp.float32)) + self.b[...].astype(jnp.float32)
+    score = jnp.einsum("...d,d->...", hidden.astype(jnp.float32),
+                       self.w_d[...].astype(jnp.float32))
+    return score + self.b[...].astype(jnp.float32) if self.use_bias else score
 
 
 class ScalarModel(nnx.Module):
   """A backbone with a scalar head: reward model (`pool="last"`) or value model (`pool="none"`).
 
   `model(tokens, attention_mask=mask)` returns [B] scores for "last" (the head on the last real
-  token) and [B, S] per-position values for "none".
+  token) and [B, S] per-position values for "none". `bias` is the head's (see `ScalarHead`).
   """
 
   def __init__(self, config: ModelConfig, *, pool: str = "last", rngs: nnx.Rngs,
-               backbone: Transformer | None = None):
+               backbone: Transformer | None = None, bias: bool = True):
     if pool not in ("last", "none"):
       raise ValueError(f"pool={pool!r}; use 'last' (reward model) or 'none' (value model)")
     self.backbone = backbone if backbone is not None else Transformer(config, rngs=rngs)
-    self.head = ScalarHead(config.hidden_size, rngs=rngs, param_dtype=config.param_dtype)
+    self.head = ScalarHead(config.hidden_size, rngs=rngs, param_dtype=config.param_dtype,
+                           bias=bias)
     self.pool = pool
 
   def __call__(self, tokens: Int[Array, "B S"], *,

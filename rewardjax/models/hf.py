@@ -371,6 +371,17 @@ def _weight_files(directory: str) -> dict[str, str]:
   raise FileNotFoundError(f"no {SINGLE_FILE} or {INDEX_FILE} in {directory} (files: {present})")
 
 
+def _read_state(files: Mapping[str, str]) -> dict[str, np.ndarray]:
+  """Tensor name -> numpy array of every tensor in `files` (from `_weight_files`)."""
+  state_dict = {}
+  for file in sorted(set(files.values())):
+    with safe_open(file, framework="numpy") as f:
+      for name in f.keys():
+        if files.get(name) == file:
+          state_dict[name] = f.get_tensor(name)
+  return state_dict
+
+
 def from_pretrained(directory: str | os.PathLike, *, dtype: Any = None, param_dtype: Any = None,
                     attention_impl: str = "xla") -> Transformer:
   """Builds a `Transformer` from a Hugging Face directory (config.json + safetensors).
@@ -406,12 +417,7 @@ def from_pretrained(directory: str | os.PathLike, *, dtype: Any = None, param_dt
                                dtype=jnp.dtype(dtype or param_dtype).name,
                                attention_impl=attention_impl)
   files = _weight_files(directory)
-  state_dict = {}
-  for file in sorted(set(files.values())):
-    with safe_open(file, framework="numpy") as f:
-      for name in f.keys():
-        if files.get(name) == file:
-          state_dict[name] = f.get_tensor(name)
+  state_dict = _read_state(files)
   try:
     params = params_from_hf_state(state_dict, config)
   except ValueError as e:

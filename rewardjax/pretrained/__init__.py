@@ -13,6 +13,9 @@ import json
 import os
 
 ARITH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "arith")
+# The shipped reward model: configs/reward_model.py from ARITH, exported as
+# Qwen2ForSequenceClassification (the RL-from-a-reward-model configs score with it).
+ARITH_RM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "arith_rm")
 MANIFEST = "rewardjax_manifest.json"
 REBUILD = ("python launch/train.py --config=configs/pretrain.py --workdir=/tmp/pretrain && "
            "python launch/ship_pretrained.py --workdir=/tmp/pretrain")
@@ -26,11 +29,11 @@ def sha256(path: str) -> str:
   return h.hexdigest()
 
 
-def write_manifest(directory: str, **fields) -> dict:
-  """Writes `<directory>/MANIFEST`: {"files": {name: sha256}, "rebuild": REBUILD, **fields}."""
+def write_manifest(directory: str, rebuild: str = REBUILD, **fields) -> dict:
+  """Writes `<directory>/MANIFEST`: {"files": {name: sha256}, "rebuild": rebuild, **fields}."""
   files = {name: sha256(os.path.join(directory, name)) for name in sorted(os.listdir(directory))
            if name != MANIFEST and os.path.isfile(os.path.join(directory, name))}
-  manifest = {"files": files, "rebuild": REBUILD, **fields}
+  manifest = {"files": files, "rebuild": rebuild, **fields}
   with open(os.path.join(directory, MANIFEST), "w", encoding="utf-8") as f:
     json.dump(manifest, f, indent=2, sort_keys=True)
     f.write("\n")
@@ -47,7 +50,7 @@ def verify(directory: str) -> dict | None:
     FileNotFoundError / ValueError: naming the missing or corrupted file and, for a directory
       with a manifest, the command that rebuilds it.
   """
-  shipped = os.path.realpath(directory) == os.path.realpath(ARITH)
+  shipped = os.path.realpath(directory) in (os.path.realpath(ARITH), os.path.realpath(ARITH_RM))
   manifest_path = os.path.join(directory, MANIFEST)
   if not os.path.exists(manifest_path):
     if shipped:

@@ -1,7 +1,9 @@
 """Paper recipes as data sources: where training prompts come from and how they are rewarded.
 
 A recipe module `rewardjax/recipes/<name>.py` defines `make_recipe(args, *, stream, problems,
-fmt, seed) -> Recipe`. A `Recipe` is data and small functions, not callbacks into the loop:
+fmt, seed, rewards, tokenizer) -> Recipe` (`rewards`: the composition of the config's
+`rewards` block, which a recipe may use, extend or replace). A `Recipe` is data and small
+functions, not callbacks into the loop:
 
   source   a `PromptSource`: `prompts(step, round)` gives a step's prompt records;
            `observe(rollouts, step)` receives that step's finished, scored rollouts (e.g. to
@@ -11,9 +13,11 @@ fmt, seed) -> Recipe`. A `Recipe` is data and small functions, not callbacks int
   rewards  a `rewards.composition.Composition` (weighted, individually logged terms).
   warmstart_examples  extra {"prompt", "completion"} examples for the supervised warm start.
   evaluate `evaluate(state, tokenizer) -> dict`: extra held-out metrics.
+  companion  a second model trained in the same step (`algorithms.base.Companion` with its
+           `make_batch` from the scored rollouts), e.g. Cooper's reward model; or None.
 
 Without a recipe (`recipe=""`) the source is the algorithm's record stream and the reward the
-verifier.
+config's `rewards` composition (`rewards.sources`; the verifier by default).
 """
 
 import dataclasses
@@ -23,7 +27,7 @@ from collections.abc import Callable, Sequence
 from rewardjax.data import loaders
 from rewardjax.rewards import composition
 
-RECIPES = ("spark",)
+RECIPES = ("spark", "cooper")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,14 +70,18 @@ class Recipe:
   rewards: composition.Composition
   warmstart_examples: tuple = ()
   evaluate: Callable = _no_eval
+  companion: object = None                         # a second trained model (base.Companion)
 
 
 def load(name: str, args: dict, *, stream: RecordStream, problems: dict, fmt: str,
-         seed: int) -> Recipe:
-  """The recipe `name` ("" = the plain algorithm: the stream and the verifier)."""
+         seed: int, rewards: composition.Composition | None = None, tokenizer=None) -> Recipe:
+  """The recipe `name` ("" = the plain algorithm: the stream and `rewards`, by default the
+  verifier)."""
+  rewards = rewards or composition.Composition((composition.verifier(fmt),))
   if not name:
-    return Recipe(source=stream, rewards=composition.Composition((composition.verifier(fmt),)))
+    return Recipe(source=stream, rewards=rewards)
   if name not in RECIPES:
     raise ValueError(f"recipe={name!r} is not one of {RECIPES} (or '' for none)")
   return importlib.import_module(f"rewardjax.recipes.{name}").make_recipe(
-      args, stream=stream, problems=problems, fmt=fmt, seed=seed)
+      args, stream=stream, problems=problems, fmt=fmt, seed=seed, rewards=rewards,
+      tokenizer=tokenizer)

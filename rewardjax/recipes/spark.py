@@ -530,7 +530,7 @@ def _chat_formatter(fmt: str, tokenizer_path: str) -> Formatter:
   return Formatter(fmt, wrap=lambda text: prefix + text + suffix, unwrap=unwrap)
 
 
-def rewards(formatter: Formatter) -> composition.Composition:
+def judge_aware_rewards(formatter: Formatter) -> composition.Composition:
   """The verifier, except that a judge item earns 1 when its verdict (after its working) is the
   item's label (one verifiable reward for task, judge and reflection prompts, as the official
   code InternLM/Spark `math_verify_2.py`)."""
@@ -544,7 +544,8 @@ def rewards(formatter: Formatter) -> composition.Composition:
   return composition.Composition((composition.Term("verifier", verifier),))
 
 
-def make_recipe(args: dict, *, stream, problems: dict, fmt: str, seed: int) -> Recipe:
+def make_recipe(args: dict, *, stream, problems: dict, fmt: str, seed: int,
+                rewards=None, tokenizer=None) -> Recipe:
   """SPARK as a `Recipe`: the `Recycler` source, the judge-aware verifier, the warm-start
   formats and `self_reflection.self_judging_eval`.
 
@@ -559,7 +560,11 @@ def make_recipe(args: dict, *, stream, problems: dict, fmt: str, seed: int) -> R
       "train", the self-judging evaluation from "heldout".
     fmt: the task's answer format, "short" or "boxed".
     seed: the run seed.
+    rewards: the config's `rewards` composition; unused, SPARK's reward is its own
+      judge-aware verifier (`judge_aware_rewards`).
+    tokenizer: unused (the HF presets load theirs from `args`).
   """
+  del rewards, tokenizer
   formatter = (_chat_formatter(fmt, args["tokenizer"] or args["checkpoint"])
                if args["chat_template"] else Formatter(fmt))
   warm = ()
@@ -591,5 +596,5 @@ def make_recipe(args: dict, *, stream, problems: dict, fmt: str, seed: int) -> R
             bucket=args["bucket"], max_prompt_length=args["max_prompt_length"]))
     return {**out, **{f"spark_{k}": float(v) for k, v in recycler.counts.items()}}
 
-  return Recipe(source=recycler, rewards=rewards(formatter), warmstart_examples=warm,
+  return Recipe(source=recycler, rewards=judge_aware_rewards(formatter), warmstart_examples=warm,
                 evaluate=evaluate)

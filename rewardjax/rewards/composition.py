@@ -35,10 +35,15 @@ class Scored:
 
 @dataclasses.dataclass(frozen=True)
 class Term:
-  """One reward source: `fn(scored) -> [B]`, weighted."""
+  """One reward source: `fn(scored) -> [B]` or `([B], {metric: float})`, weighted.
+
+  uses_ref: the term reads `state.ref_params` (the frozen starting policy), so the state must
+    carry one even when the objective has no KL term.
+  """
   name: str
-  fn: Callable[[Scored], np.ndarray]
+  fn: Callable[[Scored], Any]
   weight: float = 1.0
+  uses_ref: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +51,21 @@ class Composition:
   """reward = sum_k weight_k * term_k(rollouts)."""
   terms: tuple[Term, ...]
 
+  @property
+  def uses_reference(self) -> bool:
+    return any(term.uses_ref for term in self.terms)
+
   def score(self, scored: Scored) -> tuple[np.ndarray, dict[str, float]]:
-    """(rewards [B] float32, {"reward/<name>": batch mean of the unweighted term})."""
+    """(rewards [B] float32, {"reward/<name>": batch mean of the unweighted term, and
+    "reward/<name>/<metric>": the term's own metrics})."""
     total = np.zeros(len(scored.texts), np.float32)
     metrics = {}
     for term in self.terms:
-      values = np.asarray(term.fn(scored), np.float32)
+      values = term.fn(scored)
+      if isinstance(values, tuple):
+        values, term_metrics = values
+        metrics.update({f"reward/{term.name}/{k}": v for k, v in term_metrics.items()})
+      values = np.asarray(values, np.float32)
       if values.shape != total.shape:
         raise ValueError(f"reward term {term.name!r} returned shape {values.shape}, expected "
                          f"{total.shape} (one reward per rollout)")

@@ -1,0 +1,361 @@
+"""Reward sources that are models: a trained reward model, the policy as a judge, log-prob
+rewards. Each is a `composition.Term`, composed with weights by the config's `rewards` block.
+
+  verifier       the task's rule-based check (`verifiers.math_verify`)
+  reward_model   a scalar reward model: an HF `*ForSequenceClassification` directory or a
+                 reward-model run's workdir (its `hf/` export), with its own tokenizer; or
+                 "companion": the reward model trained in the same step (Cooper)
+  judge          the current policy judges each rollout through a judge prompt (SSR-Zero,
+                 arXiv 2505.16637): it writes its working with the sampler, and the verdict is
+                 read from the next-token probabilities p(yes) / (p(yes) + p(no)) after it, or
+                 parsed from the text
+  sar            Self-Aligned Reward (arXiv 2509.05489, §3): relative perplexity drop of the
+                 completion given the question vs. given an answer-only context
+  coherent       Self-Rewarding PPO's reward (arXiv 2510.21090): sum_t log pi_sft - log pi_pt,
+                 pi_sft the frozen starting policy, pi_pt a base model directory
+  endogenous     the endogenous reward (arXiv 2506.23235, Eq. 12): alpha * log pi(y|x) + V(s_1)
+                 of the frozen starting policy (or the current one)
+
+Model-scored terms run one jitted forward over the whole batch on the mesh (bucketed shapes, so
+few compilations); only tokenisation and text parsing run on the host. A text longer than
+`max_length` tokens is cut from the left (the end holds the answer) and counted in
+"reward/<term>/truncated", never dropped.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rewardjax import rollouts, sharding
+from rewardjax.data import tokenizers
+from rewardjax.kernels import logprobs as logprobs_lib
+from rewardjax.rewards import composition, judge_scores, logprob
+
+SOURCES = ("verifier", "reward_model", "judge", "sar", "coherent", "endogenous")
+JUDGE_READS = ("probability", "parsed")
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardOptions:
+  """The config's `rewards` block: which terms, with which weights, and each source's options.
+
+  terms: "name[:weight],..." over `SOURCES`, e.g. "verifier,sar:0.2".
+  reward_model: directory of the reward model, or "companion" (the model trained alongside).
+  reward_model_sigmoid: reward sigma(score) instead of the score (Cooper's R = sigma(logit)).
+  max_length: tokens a model-scored text may have; longer ones are cut from the left, counted.
+  bucket: text lengths are padded to a multiple of this (fewer compilations).
+  judge_template: index of the pointwise judge template (`recipes.spark` TemplateSet).
+  judge_read: "probability" (token probabilities after the judge's working; "short" format) or
+    "parsed" (the verdict text).
+  judge_max_new_tokens: the judge's working and verdict budget.
+  sar_context: SAR's answer-only context (the paper: the chat template with an empty question).
+  base_model: pi_pt's HF directory for "coherent".
+  endogenous_model: "reference" (the frozen starting policy) or "policy" (the current one).
+  alpha: the endogenous reward's soft-Q temperature.
+  """
+  terms: str = "verifier"
+  reward_model: str = ""
+  max_length: int = 128
+  bucket: int = 16
+  judge_template: int = 0
+  judge_read: str = "probability"
+  judge_max_new_tokens: int = 10
+  reward_model_sigmoid: bool = False
+  sar_context: str = "="
+  base_model: str = ""
+  endogenous_model: str = "reference"
+  alpha: float = 1.0
+
+
+def parse_terms(spec: str) -> list[tuple[str, float]]:
+  """ "verifier,sar:0.2" -> [("verifier", 1.0), ("sar", 0.2)], checking names and weights.
+
+  >>> parse_terms("verifier, sar:0.2")
+  [('verifier', 1.0), ('sar', 0.2)]
+  """
+  terms = []
+  for part in filter(None, (p.strip() for p in spec.split(","))):
+    name, _, weight = part.partition(":")
+    if name not in SOURCES:
+      raise ValueError(f"rewards.terms: unknown reward source {name!r} in {spec!r}; valid: "
+                       f"{SOURCES} (as 'name' or 'name:weight', comma-separated)")
+    try:
+      terms.append((name, float(weight) if weight else 1.0))
+    except ValueError:
+      raise ValueError(f"rewards.terms: weight {weight!r} of {name!r} is not a number") from None
+  if not terms:
+    raise ValueError("rewards.terms is empty; e.g. --config.rewards.terms=verifier")
+  return terms
+
+
+def encode_rows(tokenizer, prompts: Sequence[str], completions: Sequence[str], *,
+                max_length: int, bucket: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Right-padded rows `prompt | completion | eos` in `tokenizer`'s ids, cut from the left.
+
+  Returns (tokens [B, L], attention_mask [B, L], truncated [B] bool); L is the longest row
+  rounded up to `bucket`, at most `max_length`. Positions come from the mask
+  (`cumsum(mask) - 1`), so a row's padding side does not change its score.
+  """
+  prompt_rows = tokenizer(list(prompts))["input_ids"]
+  completion_rows = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
+  eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+  rows = [p + c + eos for p, c in zip(prompt_rows, completion_rows)]
+  truncated = np.array([len(r) > max_length for r in rows])
+  rows = [r[-max_length:] for r in rows]
+  length = tokenizers.bucketed_length(max(len(r) for r in rows), bucket, max_length)
+  tokens = np.full((len(rows), length), tokenizers.pad_token_id(tokenizer), np.int32)
+  mask = np.zeros((len(rows), length), np.int32)
+  for i, r in enumerate(rows):
+    tokens[i, :len(r)], mask[i, :len(r)] = r, 1
+  return tokens, mask, truncated
+
+
+def place(model, mesh) -> tuple:
+  """(graphdef, pure params) of a frozen NNX model, the params sharded by the table."""
+  graphdef, state = nnx.split(model, nnx.Param)
+  return graphdef, jax.device_put(nnx.to_pure_dict(state),
+                                  sharding.param_shardings(state, mesh))
+
+
+def _host(x) -> np.ndarray:
+  return np.asarray(sharding.gather(x))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _scalar_scores(graphdef, params, tokens, attention_mask):
+  return nnx.merge(graphdef, params)(tokens, attention_mask=attention_mask)
+
+
+# ---- reward model --------------------------------------------------------------------------
+def reward_model_term(options: RewardOptions, *, tokenizer, mesh,
+                      prompt_of=lambda it: it["prompt"]):
+  """The reward model's score of `prompt + completion`, one jitted forward over the batch.
+
+  A directory: loaded once (`models.hf_reward`), re-tokenised with its own tokenizer (a policy
+  and a reward model need not share one). "companion": `state.companion`, the reward model
+  trained in the same step, which shares the policy's tokenizer (it is re-read every call).
+  """
+  from rewardjax.models import hf_reward  # noqa: PLC0415 (safetensors, only when used)
+
+  if not options.reward_model:
+    raise ValueError("rewards.terms has 'reward_model' but rewards.reward_model is empty: pass "
+                     "an HF *ForSequenceClassification directory or a reward-model run's "
+                     "workdir (--config.rewards.reward_model=/path), or 'companion'")
+  if options.reward_model == "companion":
+    source = None
+  else:
+    directory = hf_reward.resolve_reward_model_dir(options.reward_model)
+    source = (*place(hf_reward.load_reward_model(directory), mesh),
+              tokenizers.load_tokenizer(directory))
+
+  def fn(scored: composition.Scored):
+    if source is None:
+      c = scored.state.companion
+      graphdef, params, rm_tokenizer = c.graphdef, c.params, tokenizer
+    else:
+      graphdef, params, rm_tokenizer = source
+    tokens, mask, truncated = encode_rows(
+        rm_tokenizer, [prompt_of(it) for it in scored.items], scored.texts,
+        max_length=options.max_length, bucket=options.bucket)
+    scores = _host(_scalar_scores(graphdef, params, *sharding.feed((tokens, mask), mesh)))
+    if options.reward_model_sigmoid:
+      scores = 1.0 / (1.0 + np.exp(-scores.astype(np.float64)))
+    return scores, {"truncated": float(truncated.sum())}
+
+  return fn
+
+
+# ---- log-prob rewards ----------------------------------------------------------------------
+@functools.partial(jax.jit, static_argnames=("graphdef", "completion_length", "alpha"))
+def completion_logps(graphdef, params, tokens, attention_mask, *, completion_length: int,
+                     alpha: float = 1.0):
+  """(log-probs [B, T] of the last T tokens under softmax(logits / alpha), alpha * logsumexp
+  (logits / alpha) [B] at the position that predicts the first of them: V(s_1))."""
+  model = nnx.merge(graphdef, params)
+  hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask)
+  start = tokens.shape[1] - completion_length
+  hidden_BxTxD = jax.lax.dynamic_slice_in_dim(hidden, start - 1, completion_length, axis=1)
+  w_DxV = model.unembedding()
+  # logits / alpha = (h / alpha) W: the chunked kernel never forms [B, T, V].
+  logps_BxT, _ = logprobs_lib.token_logprobs_from_hidden(hidden_BxTxD / alpha, w_DxV,
+                                                         tokens[:, start:])
+  first_logits_BxV = (hidden_BxTxD[:, 0].astype(jnp.float32)
+                      @ w_DxV.astype(jnp.float32))
+  return (jax.lax.stop_gradient(logps_BxT),
+          jax.lax.stop_gradient(logprob.value_at(first_logits_BxV, alpha)))
+
+
+def _rollout_logps(graphdef, params, arrays, mesh, alpha=1.0):
+  completion_length = arrays["completion_mask"].shape[1]
+  attention = np.concatenate([arrays["prompt_mask"], arrays["completion_mask"]], axis=1)
+  tokens, attention = sharding.feed((arrays["tokens"], attention.astype(np.int32)), mesh)
+  return completion_logps(graphdef, params, tokens, attention,
+                          completion_length=completion_length, alpha=alpha)
+
+
+def sar_term(options: RewardOptions, *, tokenizer, mesh):
+  """SAR: R_SA = max((ppl(a) - ppl(a|q)) / ppl(a), -1) (official `compute_ppl_qa_log`).
+
+  ppl(a|q) from the rollout's own log-probs (the actor's, at sampling time, as the official
+  code uses `old_log_probs`); ppl(a) from the current policy behind `sar_context`, an
+  answer-only prompt (one extra forward pass over the batch).
+  """
+  context = tokenizer([options.sar_context])["input_ids"][0]
+
+  def fn(scored: composition.Scored):
+    a = scored.arrays
+    completion_tokens, completion_mask = a["completion_tokens"], a["completion_mask"]
+    rows = completion_tokens.shape[0]
+    context_BxC = np.tile(np.asarray(context, np.int32), (rows, 1))
+    tokens = np.concatenate([context_BxC, completion_tokens], axis=1).astype(np.int32)
+    attention = np.concatenate([np.ones_like(context_BxC), completion_mask], axis=1)
+    state = scored.state
+    answer_logps, _ = completion_logps(
+        state.graphdef, state.params, *sharding.feed((tokens, attention.astype(np.int32)), mesh),
+        completion_length=completion_tokens.shape[1])
+    reward = logprob.self_aligned_reward(
+        jnp.asarray(_host(answer_logps)), jnp.asarray(completion_mask),
+        jnp.asarray(a["model_logprobs"]), jnp.asarray(completion_mask))
+    return np.asarray(reward)
+
+  return fn
+
+
+def coherent_term(options: RewardOptions, *, mesh):
+  """Self-Rewarding PPO: sum_t [log pi_sft - log pi_pt] of the completion tokens, pi_sft the
+  frozen starting policy (`state.ref_params`), pi_pt the model in `base_model`."""
+  from rewardjax.models import hf  # noqa: PLC0415
+
+  if not options.base_model:
+    raise ValueError("rewards.terms has 'coherent' but rewards.base_model is empty: pass the "
+                     "pretrained base model's HF directory (pi_pt of arXiv 2510.21090)")
+  base_graphdef, base_params = place(hf.from_pretrained(options.base_model), mesh)
+
+  def fn(scored: composition.Scored):
+    state, a = scored.state, scored.arrays
+    sft, _ = _rollout_logps(state.graphdef, state.ref_params, a, mesh)
+    pt, _ = _rollout_logps(base_graphdef, base_params, a, mesh)
+    # float: coherent_reward's mask is Float | Bool, the rollouts' completion_mask is int32.
+    mask = jnp.asarray(a["completion_mask"], jnp.float32)
+    reward = logprob.coherent_reward(jnp.asarray(_host(sft)), jnp.asarray(_host(pt)), mask)
+    return np.asarray(reward)
+
+  return fn
+
+
+def endogenous_term(options: RewardOptions, *, mesh):
+  """The endogenous reward alpha * sum_t log pi_alpha(y_t | s_t) + V(s_1) (EOS included)."""
+  if options.endogenous_model not in ("reference", "policy"):
+    raise ValueError(f"rewards.endogenous_model={options.endogenous_model!r}; valid: "
+                     "'reference' (the frozen starting policy), 'policy'")
+
+  def fn(scored: composition.Scored):
+    state, a = scored.state, scored.arrays
+    params = state.ref_params if options.endogenous_model == "reference" else state.params
+    logps, first_value = _rollout_logps(state.graphdef, params, a, mesh, alpha=options.alpha)
+    reward = logprob.endogenous_reward(jnp.asarray(_host(logps)),
+                                       jnp.asarray(a["completion_mask"]),
+                                       jnp.asarray(_host(first_value)), alpha=options.alpha)
+    return np.asarray(reward)
+
+  return fn
+
+
+# ---- the policy as a generative judge ------------------------------------------------------
+def judge_term(options: RewardOptions, *, tokenizer, mesh, fmt: str):
+  """SSR-Zero's self-judgment: the current policy judges each rollout's answer with a
+  pointwise judge prompt (the SPARK templates the shipped model knows).
+
+  The judge's working is generated greedily by the sampler (`rollouts.generate`), batched; the
+  reward is p(yes) / (p(yes) + p(no)) at the verdict position, teacher-forced after the working
+  ("probability", short format), or 1 if the parsed verdict is the yes label ("parsed"). A
+  rollout without an extractable answer gets 0 and is not judged.
+  """
+  from rewardjax.recipes import spark  # noqa: PLC0415 (the judge prompts live with SPARK)
+  from rewardjax.rewards import verifiers  # noqa: PLC0415
+
+  if options.judge_read not in JUDGE_READS:
+    raise ValueError(f"rewards.judge_read={options.judge_read!r}; valid: {JUDGE_READS}")
+  if options.judge_read == "probability" and fmt != "short":
+    raise ValueError("rewards.judge_read='probability' reads one verdict character, which the "
+                     "'short' format has; use judge_read='parsed' with fmt='boxed'")
+  formatter = spark.Formatter(fmt)
+
+  def token_id(label):
+    return tokenizer(label, add_special_tokens=False)["input_ids"][0]
+
+  def fn(scored: composition.Scored):
+    state = scored.state
+    answers = [verifiers.extract_answer(t, fmt) for t in scored.texts]
+    judged = [i for i, a in enumerate(answers) if a is not None]
+    rewards = np.zeros(len(scored.texts), np.float32)
+    if not judged:
+      return rewards, {"judged": 0.0, "truncated": 0.0, "malformed": 0.0}
+    prompts, yes_no = [], []
+    for i in judged:
+      prompt, yes, no = formatter.pointwise(formatter.question(scored.items[i]), answers[i],
+                                            options.judge_template)
+      prompts.append(prompt)
+      yes_no.append((yes, no))
+    lengths = [len(r) for r in tokenizer(prompts)["input_ids"]]
+    truncated = float(sum(n > options.max_length for n in lengths))
+    prompt_tokens, prompt_mask = tokenizers.encode_prompts(
+        tokenizer, prompts, bucket=options.bucket, max_length=options.max_length)
+    out = rollouts.generate(
+        (state.graphdef, state.params), *sharding.feed((prompt_tokens, prompt_mask), mesh),
+        jax.random.key(0), max_new_tokens=options.judge_max_new_tokens,
+        decoding=rollouts.Decoding(temperature=0.0, eos_token_id=tokenizer.eos_token_id,
+                                   pad_token_id=tokenizers.pad_token_id(tokenizer)))
+    texts = tokenizers.decode_completions(tokenizer, _host(out.completion_tokens))
+    malformed = 0.0
+    if options.judge_read == "parsed":
+      values = [formatter.judge_reward(t, yes) for t, (yes, _) in zip(texts, yes_no)]
+    else:
+      working = [formatter.split_verdict(t)[0] for t in texts]
+      malformed = float(sum(w.count("\n") < 2 for w in working))
+      tokens, mask, _ = encode_rows(tokenizer, prompts, working, max_length=options.max_length,
+                                    bucket=options.bucket)
+      # encode_rows appends EOS; the verdict is predicted at the last working token instead.
+      last = mask.sum(axis=1) - 2
+      logits = _last_logits(state.graphdef, state.params,
+                            *sharding.feed((tokens, mask, last.astype(np.int32)), mesh))
+      yes, no = yes_no[0]   # one template: every row has the same labels
+      values = _host(judge_scores.yes_probability(logits, token_id(yes), token_id(no)))
+    rewards[judged] = np.asarray(values, np.float32)
+    return rewards, {"judged": float(len(judged)), "truncated": truncated,
+                     "malformed": malformed}
+
+  return fn
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _last_logits(graphdef, params, tokens, attention_mask, index_B):
+  """Logits [B, V] at position index_B of each row (the next-token prediction there)."""
+  model = nnx.merge(graphdef, params)
+  hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask)
+  h_BxD = jnp.take_along_axis(hidden, index_B[:, None, None], axis=1)[:, 0]
+  return h_BxD.astype(jnp.float32) @ model.unembedding().astype(jnp.float32)
+
+
+# ---- composition ---------------------------------------------------------------------------
+def composition_from_options(options: RewardOptions, *, tokenizer, mesh,
+                             fmt: str) -> composition.Composition:
+  """The weighted composition of `options.terms`, each source built once."""
+  builders = {
+      "verifier": lambda: composition.verifier(fmt).fn,
+      "reward_model": lambda: reward_model_term(options, tokenizer=tokenizer, mesh=mesh),
+      "judge": lambda: judge_term(options, tokenizer=tokenizer, mesh=mesh, fmt=fmt),
+      "sar": lambda: sar_term(options, tokenizer=tokenizer, mesh=mesh),
+      "coherent": lambda: coherent_term(options, mesh=mesh),
+      "endogenous": lambda: endogenous_term(options, mesh=mesh),
+  }
+  uses_ref = {"coherent", "endogenous"} if options.endogenous_model == "reference" else {
+      "coherent"}
+  return composition.Composition(tuple(
+      composition.Term(name, builders[name](), weight, uses_ref=name in uses_ref)
+      for name, weight in parse_terms(options.terms)))

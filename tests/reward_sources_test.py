@@ -1,0 +1,331 @@
+"""Reward sources as composition terms (`rewardjax.rewards.sources`), each against a direct
+computation written here from the definition, on tiny random models and hand-built rollouts:
+
+* `parse_terms`: unknown names, bad weights and empty specs fail with what is wrong.
+* reward_model: a saved `ScalarModel` with its OWN tokenizer (no BOS, unlike the policy's)
+  scores `prompt + completion + eos` in its ids, as a per-row unpadded forward does; a row
+  longer than `max_length` is cut from the left and counted in "truncated"; sigma(score) with
+  `reward_model_sigmoid`; the composition weights it and reports its metrics.
+* sar: max((A - QA) / A, -1), QA from the rollout's `model_logprobs`, A from a full-logits
+  forward of the policy over [context | completion] (and the hand values 1 - 1/e and -1).
+* endogenous: alpha sum_t log softmax(logits / alpha)[y_t] + alpha logsumexp(logits / alpha) at
+  the position before the first completion token, of `state.ref_params` (or `state.params`).
+* coherent: sum_t log pi_ref - log pi_base of the completion tokens.
+* judge: [B] values in [0, 1], 0 without an answer, its metrics; "probability" equals
+  sigmoid(l_Y - l_N) after the judge's greedy working, both recomputed here (own greedy loop).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from rewardjax import sharding
+from rewardjax.data import tokenizers
+from rewardjax.models import heads, hf, hf_reward, transformer
+from rewardjax.recipes import spark
+from rewardjax.rewards import composition, sources
+from rewardjax.types import TrainState
+
+TOKENIZER = tokenizers.char_tokenizer()          # the policy's: BOS first
+CONFIG = transformer.ModelConfig(
+    vocab_size=128, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=2,
+    num_kv_heads=1, head_dim=8, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+B, S, T = 4, 8, 5
+EOS = TOKENIZER.eos_token_id
+
+
+def _randomise(model, seed, std=0.3):
+  """Std-`std` weights (norm scales 1 + noise): O(1) logits and scores, not near-uniform."""
+  graphdef, params = nnx.split(model, nnx.Param)
+  flat, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(params))
+  rng = np.random.default_rng(seed)
+  leaves = [jnp.asarray((1.0 if "scale" in jax.tree_util.keystr(path) else 0.0)
+                        + std * rng.normal(size=x.shape), x.dtype) for path, x in flat]
+  nnx.replace_by_pure_dict(params, jax.tree_util.tree_unflatten(treedef, leaves))
+  return nnx.merge(graphdef, params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef, params, tokens, mask):
+  return nnx.merge(graphdef, params)(tokens, attention_mask=mask)
+
+
+def _apply(model, tokens, mask):
+  """The model's full output (LM logits [B, L, V] or scores [B]) on right-padded rows, jitted
+  (eager ops would compile per shape)."""
+  graphdef, params = nnx.split(model, nnx.Param)
+  return _forward(graphdef, params, jnp.asarray(tokens, jnp.int32), jnp.asarray(mask, jnp.int32))
+
+
+def _right_padded(rows, length):
+  tokens = np.zeros((len(rows), length), np.int32)
+  mask = np.zeros((len(rows), length), np.int32)
+  for i, r in enumerate(rows):
+    tokens[i, :len(r)], mask[i, :len(r)] = r, 1
+  return tokens, mask
+
+
+def _lm(seed):
+  return _randomise(transformer.Transformer(CONFIG, rngs=nnx.Rngs(seed)), seed)
+
+
+def _ids(text):
+  return TOKENIZER.convert_tokens_to_ids(list(text))
+
+
+@pytest.fixture(scope="module")
+def mesh():
+  mesh = sharding.make_mesh()
+  with jax.set_mesh(mesh):
+    yield mesh
+
+
+@pytest.fixture(scope="module")
+def policy():
+  """(policy model, reference model, TrainState with params / ref_params / graphdef)."""
+  model, ref = _lm(1), _lm(2)
+  graphdef, params = nnx.split(model, nnx.Param)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=nnx.to_pure_dict(params),
+                     opt_state=None, rng=None,
+                     ref_params=nnx.to_pure_dict(nnx.split(ref, nnx.Param)[1]),
+                     graphdef=graphdef)
+  return model, ref, state
+
+
+@pytest.fixture(scope="module")
+def rollouts():
+  """Arrays as `grpo.sample` returns them: prompts left-padded to S, completions right-padded
+  to T (lengths 5, 3, 4, 1, EOS last), model_logprobs garbage (+5) under the mask."""
+  rng = np.random.default_rng(0)
+  prompt_lengths, lengths = [8, 5, 6, 3], [5, 3, 4, 1]
+  prompt_mask = (np.arange(S)[None] >= S - np.array(prompt_lengths)[:, None]).astype(np.int32)
+  completion_mask = (np.arange(T)[None] < np.array(lengths)[:, None]).astype(np.int32)
+  prompt = np.where(prompt_mask > 0, rng.integers(4, 100, (B, S)), 0)
+  completion = rng.integers(4, 100, (B, T))
+  completion[np.arange(B), np.array(lengths) - 1] = EOS
+  completion = np.where(completion_mask > 0, completion, 0)
+  model_logprobs = np.where(completion_mask > 0, rng.uniform(-4.0, -0.5, (B, T)), 5.0)
+  return dict(tokens=np.concatenate([prompt, completion], axis=1).astype(np.int32),
+              prompt_mask=prompt_mask, completion_mask=completion_mask,
+              completion_tokens=completion.astype(np.int32),
+              lengths=np.array(lengths, np.int32),
+              model_logprobs=model_logprobs.astype(np.float32))
+
+
+def _scored(arrays, state, texts=None, items=None):
+  texts = texts or ["x"] * len(arrays["lengths"])
+  items = items or [{"prompt": "p", "answer": "1", "question": "q"}] * len(texts)
+  return composition.Scored(items, texts, arrays, state)
+
+
+def _token_logps(model, tokens, mask, start, alpha=1.0):
+  """log softmax(logits / alpha) of tokens[:, start:] from the full [B, L, V] logits."""
+  logits = _apply(model, tokens, mask)
+  logp = jax.nn.log_softmax(logits[:, start - 1:-1] / alpha, axis=-1)
+  return np.asarray(jnp.take_along_axis(logp, jnp.asarray(tokens)[:, start:, None], -1)[..., 0])
+
+
+# ---- parse_terms ----------------------------------------------------------------------------
+def test_parse_terms_names_weights_and_errors():
+  assert sources.parse_terms("verifier, sar:0.2,judge:-1") == [
+      ("verifier", 1.0), ("sar", 0.2), ("judge", -1.0)]
+  with pytest.raises(ValueError, match=r"unknown reward source 'verfier'.*valid"):
+    sources.parse_terms("verfier")
+  with pytest.raises(ValueError, match=r"weight 'x' of 'sar' is not a number"):
+    sources.parse_terms("verifier,sar:x")
+  for empty in ("", " , ,"):
+    with pytest.raises(ValueError, match="rewards.terms is empty"):
+      sources.parse_terms(empty)
+
+
+# ---- reward model -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reward_model(tmp_path_factory):
+  """A random ScalarModel saved as a workdir's hf/ with a char tokenizer WITHOUT BOS."""
+  model = _randomise(heads.ScalarModel(CONFIG, bias=False, rngs=nnx.Rngs(5)), 5)
+  workdir = tmp_path_factory.mktemp("rm_workdir")
+  hf_reward.save_reward_model(model, workdir / "hf")
+  tokenizers.char_tokenizer(add_bos=False).save_pretrained(workdir / "hf")
+  return model, str(workdir)
+
+
+def test_reward_model_scores_rows_in_its_own_tokenizer_and_counts_truncation(mesh,
+                                                                             reward_model):
+  model, workdir = reward_model
+  max_length = 16
+  items = [{"prompt": "12+7="}, {"prompt": "3-5="}, {"prompt": "9*9="}]
+  texts = ["19", "-2 is it", "81 because nine nines are 81"]   # the last row is too long
+  options = sources.RewardOptions(terms="reward_model", reward_model=workdir,
+                                  max_length=max_length, bucket=8)
+  fn = sources.reward_model_term(options, tokenizer=TOKENIZER, mesh=mesh)
+  scores, metrics = fn(composition.Scored(items, texts, {}, None))
+
+  rows = [_ids(it["prompt"] + t) + [EOS] for it, t in zip(items, texts)]  # no BOS
+  assert len(rows[2]) > max_length >= max(len(rows[0]), len(rows[1]))
+  # The reward model's own ids (cut from the left), then the policy's (BOS first) for contrast;
+  # one right-padded batch of fixed length 32 (positions come from the mask).
+  direct = np.asarray(_apply(model, *_right_padded(
+      [r[-max_length:] for r in rows] + [[1] + r for r in rows[:2]], 32)))
+  expected, with_bos = direct[:3], direct[3:]
+  np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+  assert metrics == {"truncated": 1.0}
+  # The policy's ids would score differently: the term used the reward model's tokenizer.
+  assert np.all(np.abs(with_bos - expected[:2]) > 1e-4)
+
+  sigmoid = sources.reward_model_term(
+      sources.RewardOptions(reward_model=workdir, max_length=max_length, bucket=8,
+                            reward_model_sigmoid=True), tokenizer=TOKENIZER, mesh=mesh)
+  np.testing.assert_allclose(sigmoid(composition.Scored(items, texts, {}, None))[0],
+                             1 / (1 + np.exp(-expected)), rtol=1e-5)
+
+  # In a composition: weighted, and its metrics reported under its name.
+  both = sources.composition_from_options(
+      sources.RewardOptions(terms="reward_model:0.5,verifier", reward_model=workdir,
+                            max_length=max_length, bucket=8),
+      tokenizer=TOKENIZER, mesh=mesh, fmt="short")
+  answers = [{**it, "answer": a} for it, a in zip(items, ("19", "0", "81"))]
+  total, metrics = both.score(composition.Scored(answers, texts, {}, None))
+  # "short" answers are the first line: only row 0 is right.
+  np.testing.assert_allclose(total, 0.5 * expected + np.array([1.0, 0.0, 0.0]), rtol=1e-5)
+  assert metrics["reward/reward_model/truncated"] == 1.0
+  assert metrics["reward/verifier"] == pytest.approx(1 / 3)
+  assert not both.uses_reference
+
+
+# ---- log-prob rewards ---------------------------------------------------------------------------
+def test_sar_is_the_relative_perplexity_drop(mesh, policy, rollouts):
+  model, _, state = policy
+  context = [TOKENIZER.bos_token_id] + _ids("=")
+  full = np.concatenate([np.tile(context, (B, 1)), rollouts["completion_tokens"]], axis=1)
+  mask = np.concatenate([np.ones((B, len(context)), np.int32), rollouts["completion_mask"]], 1)
+  answer_logps = _token_logps(model, full, mask, len(context))
+  m = rollouts["completion_mask"] > 0
+  # QA = A / e on row 0 (reward 1 - 1/e), QA = e^3 A on row 1 (reward 1 - e^3, clipped to -1).
+  arrays = dict(rollouts, model_logprobs=rollouts["model_logprobs"].copy())
+  arrays["model_logprobs"][0] = np.where(m[0], answer_logps[0] + 1.0, 5.0)
+  arrays["model_logprobs"][1] = np.where(m[1], answer_logps[1] - 3.0, 5.0)
+  fn = sources.sar_term(sources.RewardOptions(sar_context="="), tokenizer=TOKENIZER, mesh=mesh)
+  reward = np.asarray(fn(_scored(arrays, state)))
+
+  def ppl(logps, row):
+    return np.exp(-np.mean(logps[row][m[row]].astype(np.float64)))
+
+  expected = [max((ppl(answer_logps, b) - ppl(arrays["model_logprobs"], b))
+                  / ppl(answer_logps, b), -1.0) for b in range(B)]
+  np.testing.assert_allclose(reward, expected, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(reward[:2], [1 - np.exp(-1.0), -1.0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_endogenous_reward_of_the_reference(mesh, policy, rollouts, alpha):
+  model, ref, state = policy
+  attention = np.concatenate([rollouts["prompt_mask"], rollouts["completion_mask"]], axis=1)
+  m = rollouts["completion_mask"] > 0
+
+  def expected(lm):
+    logps = _token_logps(lm, rollouts["tokens"], attention, S, alpha)
+    logits = _apply(lm, rollouts["tokens"], attention)
+    value = alpha * jax.nn.logsumexp(logits[:, S - 1] / alpha, axis=-1)
+    return alpha * np.where(m, logps, 0.0).sum(axis=1) + np.asarray(value)
+
+  for which, lm in (("reference", ref), ("policy", model)):
+    if which == "policy" and alpha != 1.0:
+      continue
+    fn = sources.endogenous_term(sources.RewardOptions(alpha=alpha, endogenous_model=which),
+                                 mesh=mesh)
+    np.testing.assert_allclose(fn(_scored(rollouts, state)), expected(lm), rtol=1e-5,
+                               atol=1e-4)
+
+
+def test_coherent_reward_is_reference_minus_base_logprobs(mesh, policy, rollouts, tmp_path):
+  _, ref, state = policy
+  base = _lm(7)
+  hf.save_pretrained(base, tmp_path / "base")
+  fn = sources.coherent_term(sources.RewardOptions(base_model=str(tmp_path / "base")),
+                             mesh=mesh)
+  attention = np.concatenate([rollouts["prompt_mask"], rollouts["completion_mask"]], axis=1)
+  m = rollouts["completion_mask"] > 0
+  diff = (_token_logps(ref, rollouts["tokens"], attention, S)
+          - _token_logps(base, rollouts["tokens"], attention, S))
+  expected = np.where(m, diff, 0.0).sum(axis=1)
+  assert np.abs(expected).max() > 0.5
+  np.testing.assert_allclose(fn(_scored(rollouts, state)), expected, rtol=1e-5, atol=1e-4)
+  with pytest.raises(ValueError, match="base_model is empty"):
+    sources.coherent_term(sources.RewardOptions(), mesh=mesh)
+
+
+# ---- the policy as a judge ------------------------------------------------------------------
+MAX_NEW = 10
+
+
+def _next_logits(model, ids):
+  """Logits [V] after `ids`, from a full forward of the row right-padded to 64 (no cache)."""
+  return np.asarray(_apply(model, *_right_padded([ids], 64))[0, len(ids) - 1])
+
+
+def _greedy_working(model, prompt_ids):
+  """The judge's greedy completion text, one full forward per token."""
+  ids = list(prompt_ids)
+  out = []
+  for _ in range(MAX_NEW):
+    token = int(np.argmax(_next_logits(model, ids)))
+    if token in (EOS, TOKENIZER.pad_token_id):
+      break
+    out.append(token)
+    ids.append(token)
+  return TOKENIZER.decode(out, skip_special_tokens=True)
+
+
+def test_judge_reads_probability_after_working_and_parses_verdicts(mesh):
+  # Seed and scale picked so that this random judge writes line breaks: both workings are
+  # non-empty (the verdict is read after them), one has fewer than two lines ("malformed").
+  model = _randomise(transformer.Transformer(CONFIG, rngs=nnx.Rngs(0)), 39, std=1.0)
+  graphdef, params = nnx.split(model, nnx.Param)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=nnx.to_pure_dict(params),
+                     opt_state=None, rng=None, graphdef=graphdef)
+  items = [{"question": "12+7", "answer": "19", "prompt": "12+7="},
+           {"question": "3-5", "answer": "-2", "prompt": "3-5="},
+           {"question": "9*9", "answer": "81", "prompt": "9*9="},
+           {"question": "4+4", "answer": "8", "prompt": "4+4="}]
+  texts = ["19", "", "80\nextra", "  \n"]              # rows 1 and 3 have no answer
+  formatter = spark.Formatter("short")
+  judged = [0, 2]
+  texts_ref, expected = {}, {}
+  for i in judged:
+    prompt, yes, no = formatter.pointwise(items[i]["question"], texts[i].splitlines()[0], 0)
+    prompt_ids = TOKENIZER(prompt)["input_ids"]
+    texts_ref[i] = _greedy_working(model, prompt_ids)
+    working = formatter.split_verdict(texts_ref[i])[0]
+    assert working, texts_ref[i]
+    ids = prompt_ids + TOKENIZER(working, add_special_tokens=False)["input_ids"]
+    logits = _next_logits(model, ids)
+    y, n = _ids(yes)[0], _ids(no)[0]
+    expected[i] = float(1 / (1 + np.exp(-(np.float64(logits[y]) - logits[n]))))
+
+  results = {}
+  for read in ("probability", "parsed"):
+    fn = sources.judge_term(sources.RewardOptions(judge_read=read, judge_max_new_tokens=MAX_NEW,
+                                                  max_length=64, bucket=16),
+                            tokenizer=TOKENIZER, mesh=mesh, fmt="short")
+    values, metrics = fn(composition.Scored(items, texts, {}, state))
+    assert values.shape == (B,) and np.all((values >= 0) & (values <= 1))
+    assert values[1] == values[3] == 0.0
+    assert metrics["judged"] == 2.0 and metrics["truncated"] == 0.0
+    assert set(metrics) == {"judged", "truncated", "malformed"}
+    results[read] = (values, metrics)
+
+  values, metrics = results["probability"]
+  np.testing.assert_allclose(values[judged], [expected[i] for i in judged], rtol=1e-4,
+                             atol=1e-6)
+  malformed = sum(formatter.split_verdict(texts_ref[i])[0].count("\n") < 2 for i in judged)
+  assert metrics["malformed"] == float(malformed) == 1.0
+  values, _ = results["parsed"]
+  np.testing.assert_array_equal(values[judged], [formatter.judge_reward(texts_ref[i], "Y")
+                                                 for i in judged])
+  with pytest.raises(ValueError, match="judge_read"):
+    sources.judge_term(sources.RewardOptions(judge_read="vibes"), tokenizer=TOKENIZER,
+                       mesh=mesh, fmt="short")
