@@ -264,6 +264,18 @@ def advantages(rewards_B, row_weights_B, old_logprobs_BxT, ref_logprobs_BxT,
   return advantages_lib.get_advantage_fn(estimator)(rewards_B, group_size, **kwargs) * row_weights_B
 
 
+def place_groups(groups: Sequence[dict], step: int, *, setup: base.Setup) -> dict:
+  """The scored groups as the batch's arrays on the mesh (`assemble`); the recipe's source
+  observes every scored rollout first ({"item", "text", "reward"} per row)."""
+  host = assemble(groups, tokenizers.pad_token_id(setup.tokenizer),
+                  setup.sampling.max_new_tokens)
+  setup.recipe.source.observe([dict(item=it, text=t, reward=float(r)) for g in groups
+                               for it, t, r in zip(g["items"], g["texts"], g["rewards"])], step)
+  return sharding.shard_batch({k: host[k] for k in (
+      "tokens", "attention_mask", "completion_mask", "sampler_logprobs", "rewards",
+      "row_weights")}, setup.mesh)
+
+
 def rollout_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, options,
                   score_fn: Callable, advantage_fn: Callable):
   """The RL batch of step `step`: the stages above, then device placement.
@@ -278,13 +290,7 @@ def rollout_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, option
     groups, metrics = dynamic_sampling(draw, setup.batch_size, options.max_resample_rounds)
   else:
     groups, metrics = draw(0)
-  host = assemble(groups, tokenizers.pad_token_id(setup.tokenizer),
-                  setup.sampling.max_new_tokens)
-  setup.recipe.source.observe([dict(item=it, text=t, reward=float(r)) for g in groups
-                               for it, t, r in zip(g["items"], g["texts"], g["rewards"])], step)
-  on_mesh = sharding.shard_batch({k: host[k] for k in (
-      "tokens", "attention_mask", "completion_mask", "sampler_logprobs", "rewards",
-      "row_weights")}, setup.mesh)
+  on_mesh = place_groups(groups, step, setup=setup)
   trainer_old, ref = reference_logprobs(score_fn, state, on_mesh["tokens"],
                                         on_mesh["attention_mask"],
                                         trainer_old=bool(options.tis_cap))

@@ -25,9 +25,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rewardjax import advantages as advantages_lib
-from rewardjax import losses, sharding, update
+from rewardjax import losses, update
 from rewardjax.algorithms import base, grpo
-from rewardjax.data import tokenizers
 from rewardjax.models import heads, transformer
 from rewardjax.types import CoupledBatch, RolloutBatch
 
@@ -115,13 +114,7 @@ def ppo_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, options, s
   """The PPO batch of step `step`: `CoupledBatch(RolloutBatch, critic rows)` on the mesh."""
   shape = grpo.Shaping(setup.sampling.max_new_tokens, 0, 0.0)
   groups, metrics = grpo.sample_groups(state, step, rng, 0, setup=setup, shape=shape)
-  host = grpo.assemble(groups, tokenizers.pad_token_id(setup.tokenizer),
-                       setup.sampling.max_new_tokens)
-  setup.recipe.source.observe([dict(item=it, text=t, reward=float(r)) for g in groups
-                               for it, t, r in zip(g["items"], g["texts"], g["rewards"])], step)
-  on_mesh = sharding.shard_batch({k: host[k] for k in (
-      "tokens", "attention_mask", "completion_mask", "sampler_logprobs", "rewards",
-      "row_weights")}, setup.mesh)
+  on_mesh = grpo.place_groups(groups, step, setup=setup)
   old = on_mesh["sampler_logprobs"]
   _, ref = grpo.reference_logprobs(score_fn, state, on_mesh["tokens"],
                                    on_mesh["attention_mask"], trainer_old=False)
