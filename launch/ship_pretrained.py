@@ -40,6 +40,19 @@ def pretrain_config(overrides: dict | None = None, model: str = "arith"):
   return common.load_config(os.path.join(root, "configs", CONFIGS[model]), overrides)
 
 
+def shipped_fingerprint(config) -> str:
+  """The config's fingerprint with a shipped model's path written relative to the package, so
+  that it does not depend on where rewardjax is installed (the reward model's config starts
+  from `pretrained.ARITH`)."""
+  from rewardjax import checkpoint, pretrained  # noqa: PLC0415
+
+  values = config.to_dict()
+  root = os.path.dirname(pretrained.ARITH)
+  if values["model"]["checkpoint"].startswith(root):
+    values["model"]["checkpoint"] = os.path.relpath(values["model"]["checkpoint"], root)
+  return checkpoint.config_fingerprint(values, None)
+
+
 def first_steps(workdir: str, model: str = "arith") -> dict:
   """Runs the first `FIRST_STEPS` steps of `model`'s config into `workdir`; returns
   {"step -> loss"} of the training metrics."""
@@ -63,7 +76,7 @@ def main():
   parser.add_argument("--model", default="arith", choices=sorted(CONFIGS))
   args = parser.parse_args()
   workdir, model = args.workdir, args.model
-  from rewardjax import checkpoint, pretrained  # noqa: PLC0415
+  from rewardjax import pretrained  # noqa: PLC0415
 
   source = os.path.join(workdir, "hf")
   if not os.path.exists(os.path.join(source, "model.safetensors")):
@@ -84,7 +97,7 @@ def main():
              f"python launch/ship_pretrained.py --model={model} --workdir={workdir}")
   manifest = pretrained.write_manifest(
       target, rebuild=rebuild,
-      config_fingerprint=checkpoint.config_fingerprint(config.to_dict(), None),
+      config_fingerprint=shipped_fingerprint(config),
       steps=config.train.steps, first_losses=losses,
       heldout={k: v for k, v in summary.items() if k.startswith("final/")})
   print(json.dumps(manifest, indent=2))

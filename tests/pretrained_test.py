@@ -16,7 +16,7 @@ from configs import dpo as dpo_config
 from configs import grpo, spark
 from configs import reward_model as reward_model_config
 from launch import ship_pretrained
-from rewardjax import checkpoint, pretrained, train
+from rewardjax import pretrained, train
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def manifest():
 
 def test_shipped_files_match_the_manifest_and_the_config(manifest):
   config = ship_pretrained.pretrain_config()
-  assert manifest["config_fingerprint"] == checkpoint.config_fingerprint(config.to_dict(), None)
+  assert manifest["config_fingerprint"] == ship_pretrained.shipped_fingerprint(config)
   assert manifest["steps"] == config.train.steps
   assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(manifest["files"])
   size = sum(os.path.getsize(os.path.join(pretrained.ARITH, f)) for f in manifest["files"])
@@ -96,7 +96,7 @@ def test_shipped_reward_model_matches_its_manifest_and_loads_as_a_reward_model()
 
   manifest = pretrained.verify(pretrained.ARITH_RM)
   config = ship_pretrained.pretrain_config(model="arith_rm")
-  assert manifest["config_fingerprint"] == checkpoint.config_fingerprint(config.to_dict(), None)
+  assert manifest["config_fingerprint"] == ship_pretrained.shipped_fingerprint(config)
   assert manifest["steps"] == config.train.steps
   assert manifest["heldout"]["final/pair_accuracy"] > 0.9
   model = hf_reward.load_reward_model(pretrained.ARITH_RM)
