@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int, Shaped
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, Shaped
 
 __all__ = [
     "ADVANTAGES", "SCALE_REWARDS", "combine_step_advantages", "dr_grpo_advantages",
@@ -233,6 +233,41 @@ def masked_whiten(values: Float[Array, "B T"], mask: Shaped[Array, "B T"], *,
   return jnp.where(m_BxT > 0, out_BxT, 0.0)
 
 
+def token_rewards(rewards: Float[ArrayLike, " B"], logprobs: Float[ArrayLike, "B T"],
+                  ref_logprobs: Float[ArrayLike, "B T"], mask: Shaped[ArrayLike, "B T"], *,
+                  kl_coef: float) -> Float[Array, "B T"]:
+  """Token rewards with the KL in the reward: the sequence reward at the last completion token,
+  minus kl_coef * k1 on every completion token.
+
+    r_t = R 1[t = last completion token] - kl_coef (logp_t - ref_logp_t),   0 where mask = 0
+
+  Args:
+    rewards: [B] sequence rewards R.
+    logprobs: [B, T] log-probs of the sampling policy.
+    ref_logprobs: [B, T] log-probs of the reference policy.
+    mask: [B, T] 1 on completion tokens (right-padded rows).
+    kl_coef: the KL-in-reward coefficient (TRL PPO `kl_coef`, OpenRLHF `init_kl_coef`).
+
+  Returns:
+    [B, T] float32.
+
+  References:
+    TRL `PPOTrainer` (`non_score_reward = -kl_coef * (logprobs - ref_logprobs)`); REINFORCE++,
+    arXiv 2501.03262, §3.
+
+  >>> token_rewards(jnp.array([1.0]), jnp.zeros((1, 3)), jnp.zeros((1, 3)),
+  ...               jnp.array([[1, 1, 0]]), kl_coef=0.1).tolist()
+  [[0.0, 1.0, 0.0]]
+  """
+  logprobs, ref_logprobs = jnp.asarray(logprobs), jnp.asarray(ref_logprobs)
+  m_BxT = jnp.asarray(mask, jnp.float32)
+  _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=m_BxT)
+  length_B = m_BxT.sum(axis=1).astype(jnp.int32)
+  last_BxT = jax.nn.one_hot(jnp.maximum(length_B - 1, 0), m_BxT.shape[1]) * (length_B > 0)[:, None]
+  kl_BxT = (logprobs - ref_logprobs) * m_BxT
+  return jnp.asarray(rewards, jnp.float32)[:, None] * last_BxT - kl_coef * kl_BxT
+
+
 def reinforce_pp_advantages(rewards: Float[Array, " B"], logprobs: Float[Array, "B T"],
                             ref_logprobs: Float[Array, "B T"], mask: Shaped[Array, "B T"], *,
                             kl_coef: float = 1e-3) -> Float[Array, "B T"]:
@@ -263,12 +298,8 @@ def reinforce_pp_advantages(rewards: Float[Array, " B"], logprobs: Float[Array, 
   >>> [[round(float(v), 4) for v in row] for row in a]   # returns [[1, 1], [0, -]]: mean 2/3
   [[0.5774, 0.5774], [-1.1547, 0.0]]
   """
-  _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
   m_BxT = mask.astype(jnp.float32)
-  token_rewards_BxT = -kl_coef * (logprobs - ref_logprobs) * m_BxT
-  length_B = m_BxT.sum(axis=1).astype(jnp.int32)
-  last_BxT = jax.nn.one_hot(jnp.maximum(length_B - 1, 0), m_BxT.shape[1]) * (length_B > 0)[:, None]
-  token_rewards_BxT = token_rewards_BxT + rewards.astype(jnp.float32)[:, None] * last_BxT
+  token_rewards_BxT = token_rewards(rewards, logprobs, ref_logprobs, mask, kl_coef=kl_coef)
   # Right-padded completions: reverse cumsum = return from t to the end (gamma = 1).
   returns_BxT = jnp.flip(jnp.cumsum(jnp.flip(token_rewards_BxT, 1), axis=1), 1) * m_BxT
   return masked_whiten(returns_BxT, m_BxT)

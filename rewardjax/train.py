@@ -269,7 +269,8 @@ def train_steps(program: base.Program, state, state_sharding, *, stage: str, sta
   period), built after the previous one's updates; their metrics are "<name>/<metric>". Every
   batch gets num_iterations x num_minibatches updates; its metrics are the last update's,
   except `sampler/*`, measured on the first update (where the params are the sampler's). The
-  metrics of step t are fetched after step t+1 is dispatched.
+  metrics of step t (device and host ones: a batch stage may report a device scalar) are
+  fetched in one transfer after step t+1 is dispatched.
   """
   step_fn, pending = None, None
   for step in range(start, steps):
@@ -297,11 +298,11 @@ def train_steps(program: base.Program, state, state_sharding, *, stage: str, sta
     else:
       raise RuntimeError(f"step {step}: more than {MAX_FOLLOWUPS} followup batches")
     if pending is not None:
-      writer.write(pending[0], {**metrics_lib.fetch(pending[1]), **pending[2]}, prefix=stage)
+      writer.write(pending[0], metrics_lib.fetch({**pending[1], **pending[2]}), prefix=stage)
     pending = (step + 1, device_metrics, host_metrics)
     after_step(step + 1, state)
   if pending is not None:
-    writer.write(pending[0], {**metrics_lib.fetch(pending[1]), **pending[2]}, prefix=stage)
+    writer.write(pending[0], metrics_lib.fetch({**pending[1], **pending[2]}), prefix=stage)
   return state
 
 

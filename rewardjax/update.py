@@ -47,13 +47,17 @@ def sequence_logps(model, tokens, attention_mask, loss_mask, *, chunk_size: int 
   return (logps_BxL * loss_mask).sum(axis=1), loss_mask.sum(axis=1)
 
 
-def apply_gradients(state: TrainState, grads, loss, metrics) -> tuple[TrainState, dict]:
-  """One optimizer update of `state.params`; adds loss, grad_norm and skipped_updates."""
+def apply_gradients(state, grads, loss, metrics) -> tuple[Any, dict]:
+  """One optimizer update of `state.params` (a TrainState or a companion's ModelState); adds
+  loss, grad_norm and skipped_updates. A TrainState's step counts the update."""
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
                  skipped_updates=optim.skipped_updates(opt_state))
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  state = state.replace(params=params, opt_state=opt_state)
+  if isinstance(state, TrainState):
+    state = state.replace(step=state.step + 1)
+  return state, metrics
 
 
 def update(state: TrainState, batch: Any, rng: jax.Array, *, loss: Callable,
@@ -86,10 +90,8 @@ def update(state: TrainState, batch: Any, rng: jax.Array, *, loss: Callable,
     return companion_loss(nnx.merge(c.graphdef, params), batch.companion)
 
   (c_value, c_metrics), c_grads = jax.value_and_grad(companion_loss_of, has_aux=True)(c.params)
-  updates, opt_state = c.tx.update(c_grads, c.opt_state, c.params)
-  companion = c.replace(params=optax.apply_updates(c.params, updates), opt_state=opt_state)
-  metrics.update({f"{companion_name}/{k}": v for k, v in dict(
-      c_metrics, loss=c_value, grad_norm=optax.global_norm(c_grads)).items()})
+  companion, c_metrics = apply_gradients(c, c_grads, c_value, c_metrics)
+  metrics.update({f"{companion_name}/{k}": v for k, v in c_metrics.items()})
   return new_state.replace(companion=companion), metrics
 
 

@@ -25,7 +25,7 @@ import pytest
 from flax import nnx
 
 from configs import common
-from rewardjax import train
+from rewardjax import advantages, train
 from rewardjax.algorithms import ppo
 from rewardjax.models import heads, transformer
 from rewardjax.types import CoupledBatch, ModelState, RolloutBatch, TrainState
@@ -222,7 +222,7 @@ def test_advantages_equal_numpy_gae_with_kl_in_reward():
   np.testing.assert_allclose(kl, kl_np, rtol=1e-5)
   assert np.all(np.asarray(adv)[mask == 0] == 0) and np.all(np.asarray(returns)[mask == 0] == 0)
   # Token rewards: R at the last completion token only, the KL term on every one.
-  r = np.asarray(ppo.token_rewards(rewards, old, ref, mask, kl_coef=0.0))
+  r = np.asarray(advantages.token_rewards(rewards, old, ref, mask, kl_coef=0.0))
   np.testing.assert_array_equal(r, [[0, 0, 0, 1.0], [0, 0, 0, 0], [0, 0, 0, -0.5]])
 
 

@@ -63,31 +63,25 @@ def critic_objective(model, batch: dict, *, cliprange_value: float, completion_l
                                batch["completion_mask"], clip_range_value=cliprange_value or None)
 
 
-def token_rewards(rewards_B, old_logprobs_BxT, ref_logprobs_BxT, completion_mask_BxT, *,
-                  kl_coef: float):
-  """Token rewards [B, T]: R at the last completion token, minus kl_coef * k1 on every token
-  (TRL `PPOTrainer`: `non_score_reward = -kl_coef * (logprobs - ref_logprobs)`)."""
-  m_BxT = completion_mask_BxT.astype(jnp.float32)
-  length_B = m_BxT.sum(axis=1).astype(jnp.int32)
-  last_BxT = (jax.nn.one_hot(jnp.maximum(length_B - 1, 0), m_BxT.shape[1])
-              * (length_B > 0)[:, None])
-  kl_BxT = (old_logprobs_BxT - ref_logprobs_BxT) * m_BxT
-  return rewards_B[:, None] * last_BxT - kl_coef * kl_BxT
-
-
 def advantages(rewards_B, row_weights_B, old_logprobs_BxT, ref_logprobs_BxT, values_BxT,
                completion_mask_BxT, *, kl_coef: float, gamma: float, lam: float, whiten: bool):
   """(advantages [B, T], returns [B, T], KL-in-reward mean) on device; jitted by the caller.
 
   Rows of non-finite reward groups have weight 0: their completion mask is already 0.
   """
-  r_BxT = token_rewards(rewards_B, old_logprobs_BxT, ref_logprobs_BxT, completion_mask_BxT,
-                        kl_coef=kl_coef)
+  r_BxT = advantages_lib.token_rewards(rewards_B, old_logprobs_BxT, ref_logprobs_BxT,
+                                       completion_mask_BxT, kl_coef=kl_coef)
   adv_BxT, returns_BxT = advantages_lib.gae_advantages(
       r_BxT, values_BxT, completion_mask_BxT, gamma=gamma, lam=lam, whiten=whiten)
   m_BxT = completion_mask_BxT.astype(jnp.float32)
   kl = ((old_logprobs_BxT - ref_logprobs_BxT) * m_BxT).sum() / jnp.maximum(m_BxT.sum(), 1.0)
   return adv_BxT * row_weights_B[:, None], returns_BxT, kl
+
+
+def critic_loss(options, *, completion_length: int):
+  """The critic's objective with its options bound: `loss(model, critic_rows)`."""
+  return functools.partial(critic_objective, cliprange_value=options["cliprange_value"],
+                           completion_length=completion_length)
 
 
 def make_step(options, *, max_completion_length: int, chunk_size: int = 1024):
@@ -103,10 +97,9 @@ def make_step(options, *, max_completion_length: int, chunk_size: int = 1024):
       epsilon_high=options["epsilon_high"], delta=0.0, importance_sampling_level="token",
       entropy_coeff=options["entropy_coeff"], log_ratio_clip=0.0, advantage_filter=0.0,
       tis_cap=0.0, max_completion_length=max_completion_length, chunk_size=chunk_size)
-  value_loss = functools.partial(critic_objective, cliprange_value=options["cliprange_value"],
-                                 completion_length=max_completion_length)
-  return functools.partial(update.update, loss=policy_loss, companion_loss=value_loss,
-                           companion_name="critic")
+  return functools.partial(
+      update.update, loss=policy_loss, companion_name="critic",
+      companion_loss=critic_loss(options, completion_length=max_completion_length))
 
 
 def ppo_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, options, score_fn,
@@ -129,7 +122,7 @@ def ppo_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, options, s
       advantages=adv, sampler_logprobs=old)
   critic = dict(tokens=on_mesh["tokens"], attention_mask=on_mesh["attention_mask"],
                 completion_mask=on_mesh["completion_mask"], old_values=values, returns=returns)
-  metrics["kl_in_reward"] = float(kl)
+  metrics["kl_in_reward"] = kl   # a device scalar: fetched with the step's metrics
   return CoupledBatch(policy=policy, companion=critic), metrics
 
 
@@ -161,7 +154,8 @@ def build(options, setup: base.Setup) -> base.Program:
 
   critic = base.Companion(
       name="critic", model_fn=critic_model, init_params=critic_params,
-      loss=step.keywords["companion_loss"], learning_rate=options.critic_learning_rate)
+      loss=critic_loss(options, completion_length=completion_length),
+      learning_rate=options.critic_learning_rate)
   return base.Program(
       model_fn=lambda rngs: transformer.Transformer(setup.model, rngs=rngs),
       init_params=base.language_model_params,

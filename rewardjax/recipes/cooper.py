@@ -31,6 +31,7 @@ from flax import nnx
 
 from rewardjax import losses
 from rewardjax.data import tokenizers
+from rewardjax.models import heads
 from rewardjax.recipes import Recipe
 from rewardjax.rewards import sources, verifiers
 
@@ -92,7 +93,7 @@ def make_companion(args: dict, *, tokenizer, fmt: str, seed: int):
 
   return base.Companion(
       name="reward_model",
-      model_fn=lambda rngs: type(model)(config, rngs=rngs, bias=False),
+      model_fn=lambda rngs: heads.ScalarModel(config, rngs=rngs, bias=False),
       init_params=lambda lm_params, rng: jax.tree.map(np.asarray, params),
       loss=reward_model_loss, learning_rate=args["learning_rate"], make_batch=make_batch,
       export=lambda model, directory: hf_reward.save_reward_model(

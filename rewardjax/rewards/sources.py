@@ -132,8 +132,7 @@ def _scalar_scores(graphdef, params, tokens, attention_mask):
 
 
 # ---- reward model --------------------------------------------------------------------------
-def reward_model_term(options: RewardOptions, *, tokenizer, mesh,
-                      prompt_of=lambda it: it["prompt"]):
+def reward_model_term(options: RewardOptions, *, tokenizer, mesh):
   """The reward model's score of `prompt + completion`, one jitted forward over the batch.
 
   A directory: loaded once (`models.hf_reward`), re-tokenised with its own tokenizer (a policy
@@ -160,7 +159,7 @@ def reward_model_term(options: RewardOptions, *, tokenizer, mesh,
     else:
       graphdef, params, rm_tokenizer = source
     tokens, mask, truncated = encode_rows(
-        rm_tokenizer, [prompt_of(it) for it in scored.items], scored.texts,
+        rm_tokenizer, [it["prompt"] for it in scored.items], scored.texts,
         max_length=options.max_length, bucket=options.bucket)
     scores = _host(_scalar_scores(graphdef, params, *sharding.feed((tokens, mask), mesh)))
     if options.reward_model_sigmoid:
@@ -274,7 +273,7 @@ def judge_term(options: RewardOptions, *, tokenizer, mesh, fmt: str):
   The judge's working is generated greedily by the sampler (`rollouts.generate`), batched; the
   reward is p(yes) / (p(yes) + p(no)) at the verdict position, teacher-forced after the working
   ("probability", short format), or 1 if the parsed verdict is the yes label ("parsed"). A
-  rollout without an extractable answer gets 0 and is not judged.
+  rollout without an extractable answer gets 0 (its row is judged with "?" to keep the shape).
   """
   from rewardjax.recipes import spark  # noqa: PLC0415 (the judge prompts live with SPARK)
   from rewardjax.rewards import verifiers  # noqa: PLC0415
@@ -292,16 +291,14 @@ def judge_term(options: RewardOptions, *, tokenizer, mesh, fmt: str):
   def fn(scored: composition.Scored):
     state = scored.state
     answers = [verifiers.extract_answer(t, fmt) for t in scored.texts]
-    judged = [i for i, a in enumerate(answers) if a is not None]
-    rewards = np.zeros(len(scored.texts), np.float32)
-    if not judged:
-      return rewards, {"judged": 0.0, "truncated": 0.0, "malformed": 0.0}
-    prompts, yes_no = [], []
-    for i in judged:
-      prompt, yes, no = formatter.pointwise(formatter.question(scored.items[i]), answers[i],
+    has_answer = np.array([a is not None for a in answers])
+    # Every row is judged (a row without an answer shows "?" and gets 0 below): the judge's
+    # batch keeps the rollouts' B rows, so its sampler and forward compile once, not per count.
+    prompts = []
+    for item, answer in zip(scored.items, answers):
+      prompt, yes, no = formatter.pointwise(formatter.question(item), answer or "?",
                                             options.judge_template)
       prompts.append(prompt)
-      yes_no.append((yes, no))
     lengths = [len(r) for r in tokenizer(prompts)["input_ids"]]
     truncated = float(sum(n > options.max_length for n in lengths))
     prompt_tokens, prompt_mask = tokenizers.encode_prompts(
@@ -313,21 +310,20 @@ def judge_term(options: RewardOptions, *, tokenizer, mesh, fmt: str):
                                    pad_token_id=tokenizers.pad_token_id(tokenizer)))
     texts = tokenizers.decode_completions(tokenizer, _host(out.completion_tokens))
     malformed = 0.0
-    if options.judge_read == "parsed":
-      values = [formatter.judge_reward(t, yes) for t, (yes, _) in zip(texts, yes_no)]
+    if options.judge_read == "parsed":  # one template: every row has the same labels
+      values = np.array([formatter.judge_reward(t, yes) for t in texts], np.float32)
     else:
       working = [formatter.split_verdict(t)[0] for t in texts]
-      malformed = float(sum(w.count("\n") < 2 for w in working))
+      malformed = float(sum(w.count("\n") < 2 for w, ok in zip(working, has_answer) if ok))
       tokens, mask, _ = encode_rows(tokenizer, prompts, working, max_length=options.max_length,
                                     bucket=options.bucket)
       # encode_rows appends EOS; the verdict is predicted at the last working token instead.
       last = mask.sum(axis=1) - 2
       logits = _last_logits(state.graphdef, state.params,
                             *sharding.feed((tokens, mask, last.astype(np.int32)), mesh))
-      yes, no = yes_no[0]   # one template: every row has the same labels
       values = _host(judge_scores.yes_probability(logits, token_id(yes), token_id(no)))
-    rewards[judged] = np.asarray(values, np.float32)
-    return rewards, {"judged": float(len(judged)), "truncated": truncated,
+    rewards = np.where(has_answer, np.asarray(values, np.float32), 0.0).astype(np.float32)
+    return rewards, {"judged": float(has_answer.sum()), "truncated": truncated,
                      "malformed": malformed}
 
   return fn
