@@ -129,7 +129,8 @@ def make_job(config: ml_collections.ConfigDict, mesh) -> Job:
   stream = recipes.RecordStream(problems.get("train") or records["train"],
                                 config.train.batch_size, config.seed)
   rewards = sources.composition_from_options(
-      sources.RewardOptions(**config.rewards), tokenizer=tokenizer, mesh=mesh, fmt=d.fmt)
+      sources.RewardOptions(**config.rewards), tokenizer=tokenizer, mesh=mesh, fmt=d.fmt,
+      group_size=r.num_generations)
   recipe = recipes.load(config.recipe, config.recipe_args.to_dict(), stream=stream,
                         problems=problems, fmt=d.fmt, seed=config.seed, rewards=rewards,
                         tokenizer=tokenizer)
@@ -265,7 +266,9 @@ def train_steps(program: base.Program, state, state_sharding, *, stage: str, sta
                 steps: int, rng, writer, after_step=lambda step, state: None):
   """The loop of one stage: batches -> updates -> lagged metrics -> `after_step(step, state)`.
 
-  A step trains one batch, then each batch `program.followup(step)` names (SPARK's judge
+  A program trained in rounds (`program.rounds`) begins a round before the first step of each
+  (its metrics are "round/<metric>"). A step trains one batch, then each batch
+  `program.followup(step)` names (SPARK's judge
   period), built after the previous one's updates; their metrics are "<name>/<metric>". Every
   batch gets num_iterations x num_minibatches updates; its metrics are the last update's,
   except `sampler/*`, measured on the first update (where the params are the sampler's). The
@@ -276,6 +279,10 @@ def train_steps(program: base.Program, state, state_sharding, *, stage: str, sta
   for step in range(start, steps):
     step_rng = jax.random.fold_in(rng, step)
     phase, device_metrics, host_metrics = "", {}, {}
+    if program.rounds is not None and step % program.rounds.steps_per_round == 0:
+      state, round_metrics = program.rounds.begin(
+          state, step // program.rounds.steps_per_round, jax.random.fold_in(step_rng, 2_000_003))
+      host_metrics.update({f"round/{k}": v for k, v in round_metrics.items()})
     for index in range(MAX_FOLLOWUPS + 1):
       # The main batch keeps the step's key, so runs without followups are unchanged.
       batch_rng = step_rng if index == 0 else jax.random.fold_in(step_rng, 1_000_003 + index)

@@ -8,8 +8,10 @@ from configs import common
 from rewardjax import algorithms
 
 # The RL-with-model-rewards configs: each is a recipe or a `rewards` block over grpo / ppo.
+# The round-based configs (recipe self_rewarding over the DPO family).
+ROUND_CONFIGS = ("self_rewarding", "cream", "temporal_sr", "dno", "online_dpo", "treg", "sspo")
 MODEL_REWARD_CONFIGS = ("ppo", "rlhf", "cooper", "sar", "ssr_zero", "endogenous",
-                        "self_rewarding_ppo")
+                        "self_rewarding_ppo", "spo") + ROUND_CONFIGS
 CONFIGS = ("grpo", "dpo", "reward_model", "sft", "spark", "pretrain") + MODEL_REWARD_CONFIGS
 
 
@@ -54,6 +56,18 @@ PROGRAMS = {
     ("endogenous", "endogenous"): (None, ["endogenous", "verifier"], True),
     ("endogenous", "verifier"): (None, ["verifier"], False),
     ("self_rewarding_ppo", None): ("critic", ["coherent", "verifier"], True),
+    ("spo", "spo"): (None, ["win_rate", "verifier"], False),
+    ("spo", "verifier_comparator"): (None, ["win_rate", "verifier"], False),
+    ("spo", "verifier"): (None, ["verifier"], False),
+    ("self_rewarding", None): (None, ["judge", "verifier"], False),
+    ("cream", None): (None, ["judge", "verifier"], False),
+    ("temporal_sr", None): (None, ["judge", "verifier"], False),
+    ("dno", None): (None, ["reward_model", "verifier"], False),
+    ("online_dpo", None): (None, ["judge", "verifier"], False),
+    ("treg", "treg"): (None, ["reward_model", "verifier"], False),
+    ("treg", "dpo"): (None, ["reward_model", "verifier"], False),
+    ("sspo", "sspo"): (None, ["reward_model", "verifier"], False),
+    ("sspo", "dpo"): (None, ["reward_model", "verifier"], False),
 }
 
 
@@ -84,6 +98,10 @@ def test_model_reward_smoke_variant_builds_its_program(name, variant):
   assert [t.name for t in job.recipe.rewards.terms] == terms
   assert job.recipe.rewards.uses_reference == reads_reference
   assert program.with_ref or not reads_reference
+  # Round-based configs train in rounds: one round per step at smoke size.
+  assert (program.rounds is not None) == (name in ROUND_CONFIGS)
+  if program.rounds is not None:
+    assert program.rounds.steps_per_round == 1
 
 
 def test_unknown_variant_and_objective_list_the_valid_names():

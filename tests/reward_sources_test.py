@@ -306,26 +306,27 @@ def test_judge_reads_probability_after_working_and_parses_verdicts(mesh):
     y, n = _ids(yes)[0], _ids(no)[0]
     expected[i] = float(1 / (1 + np.exp(-(np.float64(logits[y]) - logits[n]))))
 
-  results = {}
-  for read in ("probability", "parsed"):
+  def judge(read):
     fn = sources.judge_term(sources.RewardOptions(judge_read=read, judge_max_new_tokens=MAX_NEW,
                                                   max_length=64, bucket=16),
                             tokenizer=TOKENIZER, mesh=mesh, fmt="short")
-    values, metrics = fn(composition.Scored(items, texts, {}, state))
-    assert values.shape == (B,) and np.all((values >= 0) & (values <= 1))
-    assert values[1] == values[3] == 0.0
-    assert metrics["judged"] == 2.0 and metrics["truncated"] == 0.0
-    assert set(metrics) == {"judged", "truncated", "malformed"}
-    results[read] = (values, metrics)
+    return fn(composition.Scored(items, texts, {}, state))
 
-  values, metrics = results["probability"]
+  values, metrics = judge("probability")
+  assert values.shape == (B,) and np.all((values >= 0) & (values <= 1))
+  assert values[1] == values[3] == 0.0
+  assert metrics["judged"] == 2.0 and metrics["truncated"] == 0.0
+  assert set(metrics) == {"judged", "truncated", "malformed"}
   np.testing.assert_allclose(values[judged], [expected[i] for i in judged], rtol=1e-4,
                              atol=1e-6)
   malformed = sum(formatter.split_verdict(texts_ref[i])[0].count("\n") < 2 for i in judged)
   assert metrics["malformed"] == float(malformed) == 1.0
-  values, _ = results["parsed"]
-  np.testing.assert_array_equal(values[judged], [formatter.judge_reward(texts_ref[i], "Y")
-                                                 for i in judged])
+  # This random judge writes no verdict line: "parsed" has nothing to read in any judged row,
+  # and says so with the raw outputs instead of rewarding every rollout 0.
+  assert not any(formatter.judge_reward(texts_ref[i], v) for i in judged for v in "YN")
+  with pytest.raises(ValueError, match="could not be parsed in any of the 2 judged rows") as e:
+    judge("parsed")
+  assert repr(texts_ref[0]) in str(e.value)
   with pytest.raises(ValueError, match="judge_read"):
     sources.judge_term(sources.RewardOptions(judge_read="vibes"), tokenizer=TOKENIZER,
                        mesh=mesh, fmt="short")

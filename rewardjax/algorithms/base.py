@@ -119,6 +119,18 @@ class Companion:
   export: Callable | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Rounds:
+  """Training in rounds (`rewardjax.rounds`): before step r * steps_per_round the loop calls
+  `begin(state, r, rng) -> (state, host metrics)`, which builds round r's data from the
+  current model and may replace the reference, the params or the optimizer state (logged as
+  "round/<metric>"). A run resumed mid-round finds the round's data in the recipe source's
+  checkpointed state, so `begin` runs only at round boundaries.
+  """
+  steps_per_round: int
+  begin: Callable
+
+
 def no_followup(step: int) -> str:
   del step
   return ""
@@ -145,6 +157,7 @@ class Program:
     "judge" period after its task period. Its metrics are logged as "<name>/<metric>".
   companion: a second model trained in the same step (`Companion`), or None; then `step`
     takes `CoupledBatch`es and updates `state.companion` too.
+  rounds: `Rounds` when the program trains in rounds (iterated self-rewarding), else None.
   """
   model_fn: Callable
   init_params: Callable
@@ -159,6 +172,7 @@ class Program:
   export: Callable | None = None
   followup: Callable[[int], str] = no_followup
   companion: Companion | None = None
+  rounds: Rounds | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,9 +3,10 @@
 Stages: pair records (the built-in task's pairs, or a file's) -> `pair_arrays` (the stacked
 (prompt|chosen; prompt|rejected) layout of `types.PreferenceBatch`) -> the objective's `prepare`
 stage if it has one (extra rows or fields computed with the reference, e.g. KTO's KL rows) ->
-reference log-probs -> the update. The objective is chosen by `loss_type` from `OBJECTIVES`
-(`algorithms/preference_objectives.py`): every TRL `DPOTrainer` loss type and the seed papers'
-preference objectives.
+reference log-probs -> the update. With a recipe that trains in rounds (`recipes.self_rewarding`)
+the pair records are regenerated and judged at every round's start (`rewardjax.rounds`). The
+objective is chosen by `loss_type` from `OBJECTIVES` (`algorithms/preference_objectives.py`):
+every TRL `DPOTrainer` loss type and the seed papers' preference objectives.
 """
 
 import functools
@@ -15,7 +16,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from rewardjax import recipes, sharding, update
+from rewardjax import recipes, rounds, sharding, update
 from rewardjax.algorithms import base, sft
 from rewardjax.algorithms.preference_objectives import DEFAULTS, OBJECTIVES
 from rewardjax.data import tasks
@@ -109,6 +110,15 @@ def build(options, setup: base.Setup) -> base.Program:
     train, heldout = setup.records["train"], setup.records["heldout"]
   stream = recipes.RecordStream(train, setup.batch_size, setup.seed)
   ref_fn = reference_scorer(setup.chunk_size)
+  program_rounds = None
+  round_options = getattr(setup.recipe, "rounds", None)
+  if round_options is not None:
+    # Iterated self-rewarding: the pairs come from the recipe's rounds (generated and judged
+    # from the current model at each round's start), not from fixed records.
+    stream = setup.recipe.source
+    program_rounds = base.Rounds(round_options.steps_per_round, functools.partial(
+        rounds.begin_round, ctx=rounds.RoundContext(setup, stream, setup.recipe.rewards,
+                                                    round_options)))
   problems = list(setup.problems.get("heldout") or [])
 
   def evaluate(state, rng):
@@ -135,7 +145,8 @@ def build(options, setup: base.Setup) -> base.Program:
       make_batch=functools.partial(preference_batch, setup=setup, stream=stream, obj=obj,
                                    options=options, ref_fn=ref_fn),
       step=make_step(options, chunk_size=setup.chunk_size), evaluate=evaluate,
-      with_ref=obj.uses_ref, rows_per_update=obj.rows_per_record * setup.batch_size)
+      with_ref=obj.uses_ref, rows_per_update=obj.rows_per_record * setup.batch_size,
+      rounds=program_rounds)
 
 
 ALGORITHM = base.Algorithm(name="dpo", defaults=DEFAULTS, objectives=OBJECTIVES,

@@ -15,6 +15,9 @@ functions, not callbacks into the loop:
   evaluate `evaluate(state, tokenizer) -> dict`: extra held-out metrics.
   companion  a second model trained in the same step (`algorithms.base.Companion` with its
            `make_batch` from the scored rollouts), e.g. Cooper's reward model; or None.
+  rounds   `rounds.RoundOptions` when the paper trains in rounds (its source is then a
+           `rounds.RoundSource` and `rewards` is the judge that scores each round's samples);
+           the preference algorithm runs them (`rounds.begin_round`); or None.
 
 Without a recipe (`recipe=""`) the source is the algorithm's record stream and the reward the
 config's `rewards` composition (`rewards.sources`; the verifier by default).
@@ -27,7 +30,7 @@ from collections.abc import Callable, Sequence
 from rewardjax.data import loaders
 from rewardjax.rewards import composition
 
-RECIPES = ("spark", "cooper")
+RECIPES = ("spark", "cooper", "self_rewarding")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Recipe:
   warmstart_examples: tuple = ()
   evaluate: Callable = _no_eval
   companion: object = None                         # a second trained model (base.Companion)
+  rounds: object = None                            # rounds.RoundOptions, or None
 
 
 def load(name: str, args: dict, *, stream: RecordStream, problems: dict, fmt: str,

@@ -15,6 +15,8 @@ rewards. Each is a `composition.Term`, composed with weights by the config's `re
                  pi_sft the frozen starting policy, pi_pt a base model directory
   endogenous     the endogenous reward (arXiv 2506.23235, Eq. 12): alpha * log pi(y|x) + V(s_1)
                  of the frozen starting policy (or the current one)
+  win_rate       self-play SPO (arXiv 2401.04056, §3): each rollout's win rate against the
+                 other samples of its prompt under a preference comparator, no reward model
 
 Model-scored terms run one jitted forward over the whole batch on the mesh (bucketed shapes, so
 few compilations); only tokenisation and text parsing run on the host. A text longer than
@@ -34,9 +36,10 @@ from flax import nnx
 from rewardjax import rollouts, sharding
 from rewardjax.data import tokenizers
 from rewardjax.kernels import logprobs as logprobs_lib
-from rewardjax.rewards import composition, judge_scores, logprob
+from rewardjax.rewards import composition, judge_scores, logprob, verifiers
 
-SOURCES = ("verifier", "reward_model", "judge", "sar", "coherent", "endogenous")
+SOURCES = ("verifier", "reward_model", "judge", "sar", "coherent", "endogenous", "win_rate")
+PREFERENCES = ("verifier", "closeness")
 JUDGE_READS = ("probability", "parsed")
 
 
@@ -57,6 +60,8 @@ class RewardOptions:
   base_model: pi_pt's HF directory for "coherent".
   endogenous_model: "reference" (the frozen starting policy) or "policy" (the current one).
   alpha: the endogenous reward's soft-Q temperature.
+  preference: win_rate's comparator: "verifier" (a right answer beats a wrong one) or
+    "closeness" (the answer nearer the true one wins); ties count 1/2.
   """
   terms: str = "verifier"
   reward_model: str = ""
@@ -70,6 +75,7 @@ class RewardOptions:
   base_model: str = ""
   endogenous_model: str = "reference"
   alpha: float = 1.0
+  preference: str = "closeness"
 
 
 def parse_terms(spec: str) -> list[tuple[str, float]]:
@@ -274,9 +280,10 @@ def judge_term(options: RewardOptions, *, tokenizer, mesh, fmt: str):
   reward is p(yes) / (p(yes) + p(no)) at the verdict position, teacher-forced after the working
   ("probability", short format), or 1 if the parsed verdict is the yes label ("parsed"). A
   rollout without an extractable answer gets 0 (its row is judged with "?" to keep the shape).
+  "parsed": a verdict that is neither label gets 0 and is counted ("malformed"); a batch in
+  which no judged row has a parsable verdict raises, quoting a few raw judge outputs.
   """
   from rewardjax.recipes import spark  # noqa: PLC0415 (the judge prompts live with SPARK)
-  from rewardjax.rewards import verifiers  # noqa: PLC0415
 
   if options.judge_read not in JUDGE_READS:
     raise ValueError(f"rewards.judge_read={options.judge_read!r}; valid: {JUDGE_READS}")
@@ -312,6 +319,17 @@ def judge_term(options: RewardOptions, *, tokenizer, mesh, fmt: str):
     malformed = 0.0
     if options.judge_read == "parsed":  # one template: every row has the same labels
       values = np.array([formatter.judge_reward(t, yes) for t in texts], np.float32)
+      parsed = values + np.array([formatter.judge_reward(t, no) for t in texts]) > 0
+      malformed = float((~parsed & has_answer).sum())
+      if has_answer.any() and not parsed[has_answer].any():
+        # Nothing to learn from: every judged row would get reward 0 (in a round, no pair).
+        raw = [t for t, ok in zip(texts, has_answer) if ok][:3]
+        raise ValueError(
+            f"the judge's verdict could not be parsed in any of the {int(has_answer.sum())} "
+            f"judged rows (expected a last line {yes!r} or {no!r}); raw judge outputs: "
+            f"{'; '.join(repr(t) for t in raw)}. Check rewards.judge_template and "
+            "judge_max_new_tokens (the verdict must fit), and that the model was trained on "
+            "this judge format.")
     else:
       working = [formatter.split_verdict(t)[0] for t in texts]
       malformed = float(sum(w.count("\n") < 2 for w, ok in zip(working, has_answer) if ok))
@@ -338,10 +356,45 @@ def _last_logits(graphdef, params, tokens, attention_mask, index_B):
   return h_BxD.astype(jnp.float32) @ model.unembedding().astype(jnp.float32)
 
 
+# ---- self-play win rates -------------------------------------------------------------------
+def win_rate_term(options: RewardOptions, *, fmt: str, group_size: int):
+  """Self-play SPO's reward (Swamy et al., arXiv 2401.04056, §3, the minimax winner): rollout
+  i of a prompt gets r_i = mean_{j != i} P(y_i > y_j) over the other G - 1 samples of that
+  prompt (`losses.win_rate_rewards`), with the hard comparator P = 1 win, 1/2 tie, 0 loss on a
+  per-response key: "verifier" (right beats wrong; then r is affine in the verifier within a
+  group) or "closeness" (1 / (1 + |answer - truth|), 0 without an answer: a graded preference
+  that still reads no reward model). Rows are G consecutive samples per prompt (the sampler's
+  layout).
+  """
+  from rewardjax.data import preference_data  # noqa: PLC0415
+  from rewardjax.losses import self_rewarding  # noqa: PLC0415
+
+  if options.preference not in PREFERENCES:
+    raise ValueError(f"rewards.preference={options.preference!r}; valid: {PREFERENCES}")
+
+  def key(text, answer):
+    if options.preference == "verifier":
+      return verifiers.math_verify(text, answer, fmt)
+    return preference_data.closeness(preference_data.response_value(text, fmt), int(answer))
+
+  def fn(scored: composition.Scored):
+    n = len(scored.texts)
+    if n % group_size:
+      raise ValueError(f"win_rate: {n} rows are not groups of {group_size} samples")
+    keys_PxG = np.array([key(t, it["answer"]) for t, it in zip(scored.texts, scored.items)],
+                        np.float64).reshape(-1, group_size)
+    diff = keys_PxG[:, :, None] - keys_PxG[:, None, :]
+    prefs_PxGxG = np.where(diff > 0, 1.0, np.where(diff == 0, 0.5, 0.0))
+    return _host(self_rewarding.win_rate_rewards(jnp.asarray(prefs_PxGxG, jnp.float32))).ravel()
+
+  return fn
+
+
 # ---- composition ---------------------------------------------------------------------------
-def composition_from_options(options: RewardOptions, *, tokenizer, mesh,
-                             fmt: str) -> composition.Composition:
-  """The weighted composition of `options.terms`, each source built once."""
+def composition_from_options(options: RewardOptions, *, tokenizer, mesh, fmt: str,
+                             group_size: int = 1) -> composition.Composition:
+  """The weighted composition of `options.terms`, each source built once (`group_size`: the
+  samples per prompt, G, which win_rate compares)."""
   builders = {
       "verifier": lambda: composition.verifier(fmt).fn,
       "reward_model": lambda: reward_model_term(options, tokenizer=tokenizer, mesh=mesh),
@@ -349,6 +402,7 @@ def composition_from_options(options: RewardOptions, *, tokenizer, mesh,
       "sar": lambda: sar_term(options, tokenizer=tokenizer, mesh=mesh),
       "coherent": lambda: coherent_term(options, mesh=mesh),
       "endogenous": lambda: endogenous_term(options, mesh=mesh),
+      "win_rate": lambda: win_rate_term(options, fmt=fmt, group_size=group_size),
   }
   uses_ref = {"coherent", "endogenous"} if options.endogenous_model == "reference" else {
       "coherent"}
