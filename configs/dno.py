@@ -1,7 +1,7 @@
 """DNO-Prct: Direct Nash Optimization, the practical iterative recipe (Rosset et al., arXiv
 2404.03715, Algorithm 2 and §5.1). Each round: K = 4 samples from the current policy plus the
 gold response (the task's correct answer, standing in for the GPT-4-Turbo teacher) on a fresh
-split of 512 questions; an annotator scores all K + 1 (here the shipped reward model, sigma of
+split of 2,048 questions; an annotator scores all K + 1 (here the shipped reward model, sigma of
 its score in [0, 1], standing in for GPT-4-Turbo's 6-point score); every large-margin pair is
 kept (positive >= 0.5, gap >= 0.5, or >= 0.25 when the positive is a policy sample: the
 paper's 5-of-6 / 2-point / 1-point rule rescaled), teacher > student, student > teacher and

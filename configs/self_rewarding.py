@@ -1,5 +1,5 @@
 """Self-Rewarding Language Models (Yuan et al., arXiv 2401.10020): rounds in which the model
-samples K = 4 answers to a fresh split of 512 questions, judges them itself (LLM-as-a-judge:
+samples K = 4 answers to a fresh split of 2,048 questions, judges them itself (LLM-as-a-judge:
 the SPARK pointwise judge prompt the shipped model was trained on, scored p(yes) / (p(yes) +
 p(no)) after its own working, our short stand-in for the additive 5-point prompt), pairs the
 highest- against the lowest-scored answer (ties discarded), and trains DPO for 40 steps with
@@ -35,7 +35,7 @@ def make(arg, *, rule: str, loss_type: str = "sigmoid", num_rounds: int = 4,
     # sigma(score) in [0, 1], the scale of the self-judge's p(yes) and of DNO's thresholds.
     c.rewards.update(reward_model=pretrained.ARITH_RM, reward_model_sigmoid=True)
   c.rollout.update(num_generations=4, temperature=1.0, max_new_tokens=8)
-  options = dict(rule=rule, steps_per_round=steps_per_round, prompts_per_round=512)
+  options = dict(rule=rule, steps_per_round=steps_per_round, prompts_per_round=2048)
   if arg.smoke:
     # Two steps: two rounds of one step (Temporal SR: one iteration of two phases).
     num_rounds = 1 if rule == "temporal" else 2
@@ -46,7 +46,7 @@ def make(arg, *, rule: str, loss_type: str = "sigmoid", num_rounds: int = 4,
   s = c.recipe_args.steps_per_round
   c.train.update(steps=num_rounds * s * (2 if rule == "temporal" else 1), eval_every=s)
   if not arg.smoke:
-    c.data.update(num_eval=512)
+    c.data.update(num_eval=2048)   # 2,048 held-out questions: +-0.9 points of noise
     c.train.update(batch_size=32)
     c.checkpoint.update(every=s)
   return c

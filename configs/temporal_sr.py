@@ -1,5 +1,5 @@
 """Temporal Self-Rewarding LMs (arXiv 2508.06026, §3): each iteration has two phases of 40
-DPO steps on a fresh split of 512 questions, judged by the current model M_i (the judge prompt
+DPO steps on a fresh split of 2,048 questions, judged by the current model M_i (the judge prompt
 of `configs/self_rewarding.py`). Phase 1, anchored rejection: chosen = the best of M_i's K = 4
 answers, rejected = the worst of the starting model M_0's K answers when it scores below M_i's
 worst (else M_i's worst); DPO from M_i gives a temporary M_f. Phase 2, future-guided chosen:

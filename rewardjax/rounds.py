@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rewardjax import losses
+from rewardjax import losses, sharding
 from rewardjax.data import loaders, tasks
 from rewardjax.rewards import composition, verifiers
 
@@ -265,7 +265,9 @@ def judge(ctx: RoundContext, judge_state, questions: list[dict], texts_PxK, *, r
   """(scores [P, K], verifier correctness [P, K], the judge's metrics) of texts [P][K].
 
   `judge_state` is the model that judges (its `params`); `arrays` are the rollouts' host
-  arrays when the texts are fresh samples (log-prob terms read them), else {}.
+  arrays when the texts are fresh samples (log-prob terms read them), else {}. Each distinct
+  (question, response) is scored once, so the judge's own metrics ("reward/<term>" means) are
+  over distinct responses; "distinct" counts them.
 
   Raises:
     ValueError: no response of the round got a finite score, with a few raw examples.
@@ -273,8 +275,21 @@ def judge(ctx: RoundContext, judge_state, questions: list[dict], texts_PxK, *, r
   k = len(texts_PxK[0])
   rows = [q for q in questions for _ in range(k)]
   flat = [t for texts in texts_PxK for t in texts]
-  values, metrics = ctx.judge.score(composition.Scored(rows, flat, arrays or {}, judge_state))
-  scores = np.asarray(values, np.float64).reshape(len(questions), k)
+  # A pointwise judge gives a (question, response) the same score wherever it appears, and a
+  # round's K samples repeat (most answers agree): each distinct one is judged once, in a
+  # batch padded to one of at most 16 sizes (few compilations).
+  first, inverse = {}, []
+  for i, key in enumerate(zip((q["prompt"] for q in rows), flat)):
+    inverse.append(first.setdefault(key, i))   # the first row with this response
+  unique = list(dict.fromkeys(inverse))
+  position = {row: j for j, row in enumerate(unique)}
+  take = unique + [unique[0]] * (_bucket(len(unique), len(flat), ctx) - len(unique))
+  values, metrics = ctx.judge.score(composition.Scored(
+      [rows[i] for i in take], [flat[i] for i in take],
+      {name: a[take] for name, a in (arrays or {}).items()}, judge_state))
+  values = np.asarray(values, np.float64)[[position[i] for i in inverse]]
+  metrics["distinct"] = float(len(unique))
+  scores = values.reshape(len(questions), k)
   if not np.isfinite(scores).any():
     shown = "; ".join(f"{q['prompt']!r} -> {t!r}: {s}" for q, t, s in
                       list(zip(rows, flat, scores.ravel()))[:MAX_SHOWN])
@@ -285,6 +300,15 @@ def judge(ctx: RoundContext, judge_state, questions: list[dict], texts_PxK, *, r
   fmt = ctx.setup.data.fmt
   correct = verifiers.verify_batch(flat, [q["answer"] for q in rows], fmt).reshape(scores.shape)
   return scores, correct, metrics
+
+
+def _bucket(n: int, total: int, ctx: RoundContext) -> int:
+  """Rows to judge for `n` distinct responses: a multiple of `total` / 16 (rounded to the
+  mesh's batch multiple), at most `total` (the sampler's batch, which the mesh divides)."""
+  mesh = getattr(ctx.setup, "mesh", None)
+  multiple = 1 if mesh is None else sharding.batch_size_multiple(mesh)
+  step = max(multiple, -(-(total // 16) // multiple) * multiple)
+  return min(total, -(-n // step) * step)
 
 
 def _judge_metrics(judged: dict) -> dict:

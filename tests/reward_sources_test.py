@@ -330,3 +330,22 @@ def test_judge_reads_probability_after_working_and_parses_verdicts(mesh):
   with pytest.raises(ValueError, match="judge_read"):
     sources.judge_term(sources.RewardOptions(judge_read="vibes"), tokenizer=TOKENIZER,
                        mesh=mesh, fmt="short")
+
+
+def test_win_rate_is_each_samples_share_of_wins_in_its_group():
+  items = [{"answer": "19", "prompt": "12+7="}] * 3 + [{"answer": "-2", "prompt": "3-5="}] * 3
+  texts = ["19", "17", "x", "-2", "-2", "5"]
+  scored = composition.Scored(items, texts, {})
+  # Closeness 1 / (1 + |a - 19|): 1, 1/3, 0 (no answer); group 2: 1, 1, 1/8. Wins count 1, ties
+  # 1/2, over the G - 1 = 2 others.
+  closeness = sources.win_rate_term(sources.RewardOptions(preference="closeness"), fmt="short",
+                                    group_size=3)(scored)
+  np.testing.assert_allclose(closeness, [1.0, 0.5, 0.0, 0.75, 0.75, 0.0])
+  verifier = sources.win_rate_term(sources.RewardOptions(preference="verifier"), fmt="short",
+                                   group_size=3)(scored)
+  # Right beats wrong; "17" and "x" are both wrong (a tie).
+  np.testing.assert_allclose(verifier, [1.0, 0.25, 0.25, 0.75, 0.75, 0.0])
+  with pytest.raises(ValueError, match="groups of 4"):
+    sources.win_rate_term(sources.RewardOptions(), fmt="short", group_size=4)(scored)
+  with pytest.raises(ValueError, match="preference"):
+    sources.win_rate_term(sources.RewardOptions(preference="vibes"), fmt="short", group_size=3)

@@ -107,6 +107,7 @@ def _ctx(rule, table, samples, monkeypatch, **options):
     return [list(t) for t in texts[:len(questions)]], {}
 
   def judge_fn(scored):
+    samples.setdefault("judged", []).append(list(scored.texts))
     return np.array([table[model(scored.state)].get(t, NAN) for t in scored.texts])
 
   monkeypatch.setattr(rounds, "sample", sample)
@@ -127,6 +128,7 @@ def test_self_rewarding_round_pairs_refresh_and_reset(monkeypatch):
   new, metrics = rounds.begin_round(state, 0, jax.random.key(1), ctx=ctx)
   # Prompt 0: best "11" vs worst "12"; prompt 1: every answer scores the same, no pair.
   assert [(r["chosen"], r["rejected"]) for r in ctx.source.records] == [("11", "12")]
+  assert samples["judged"] == [["11", "12", "13", "21"]]    # each distinct answer once
   assert metrics["pairs"] == 1 and metrics["pair_label_accuracy"] == 1.0
   np.testing.assert_allclose(metrics["score_gap"], 0.7)
   np.testing.assert_array_equal(new.ref_params["w"], state.params["w"])   # refreshed
