@@ -415,6 +415,7 @@ def _round_temporal(ctx, state, round_index, rng):
                     for p in range(len(questions))]
     rejected_texts = phase1["rejected"]
     metrics = dict(future_sample_accuracy=float(correct.mean()),
+                   judge_verifier_agreement=ranking_agreement(scores, correct),
                    future_chosen=float(use[valid].mean()) if valid.any() else 0.0,
                    **_judge_metrics(judged))
     ops = dict(restart=True)

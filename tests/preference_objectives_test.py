@@ -269,7 +269,7 @@ def test_sspo_degraded_rows_and_degree_logits(setup, models):
   last = np.asarray(batch.attention_mask[n:]).sum(1) + np.argmax(
       np.asarray(batch.attention_mask[n:]), axis=1) - 1
   assert np.all(np.asarray(batch.tokens)[n:][np.arange(n), last] == TOK.eos_token_id)
-  class_logits = logits[np.arange(n), last][:, np.array([4, 5, 6])]
+  class_logits = logits[np.arange(n), last][:, preference_data.class_token_ids(TOK, 2)]
   np.testing.assert_allclose(
       np.asarray(degree_logits(nnx.merge(graphdef, params), batch.tokens[n:],
                                batch.attention_mask[n:], batch.extra["sspo_class_ids"][n:])),

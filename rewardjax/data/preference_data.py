@@ -192,16 +192,22 @@ def degrade_pairs(items: Sequence[dict], max_removed: int, rng: np.random.Genera
   return texts[:b], texts[b:], np.asarray(labels, np.int32)
 
 
-def digit_token_ids(tokenizer, max_class: int) -> Int[np.ndarray, " C"]:
-  """Token ids [max_class + 1] of the characters "0" .. str(max_class) (one token each).
+# SPO's preference-degree classes are read from the LM head at these characters: ones the task
+# and its judge formats never write, so the class rows of the (tied) unembedding act as the
+# paper's separate head W and training them leaves the digits the policy answers with alone.
+CLASS_LABELS = "@^|~$%"
+
+
+def class_token_ids(tokenizer, max_class: int) -> Int[np.ndarray, " C"]:
+  """Token ids [max_class + 1] of `CLASS_LABELS[:max_class + 1]` (one token each).
 
   >>> from rewardjax.data import tokenizers
-  >>> digit_token_ids(tokenizers.char_tokenizer(), 2).tolist()
-  [4, 5, 6]
+  >>> len(class_token_ids(tokenizers.char_tokenizer(), 2))
+  3
   """
-  if not 0 < max_class <= 9:
-    raise ValueError(f"classes are the digits 0..K with 1 <= K <= 9, got K={max_class}")
-  ids = [tokenizer.encode(str(k), add_special_tokens=False) for k in range(max_class + 1)]
+  if not 0 < max_class < len(CLASS_LABELS):
+    raise ValueError(f"SPO classes 0..K need 1 <= K <= {len(CLASS_LABELS) - 1}, got K={max_class}")
+  ids = [tokenizer.encode(c, add_special_tokens=False) for c in CLASS_LABELS[:max_class + 1]]
   if any(len(i) != 1 for i in ids):
-    raise ValueError(f"the tokenizer splits a digit into several tokens: {ids}")
+    raise ValueError(f"the tokenizer splits a class label into several tokens: {ids}")
   return np.asarray([i[0] for i in ids], np.int32)
