@@ -58,5 +58,13 @@ def parse(arg, choices=None, **defaults):
                           **{"judge": "self", "size": "tiny", "smoke": False, **defaults})
 
 
+def against_dpo(arg, objective: str):
+  """`objective` (variant=<objective>) or its base DPO (variant=dpo) on the same rounds of
+  pairs judged by the shipped reward model (configs/treg.py, sspo.py)."""
+  variants = {objective: objective, "dpo": "sigmoid"}
+  arg = parse(arg, {"variant": variants}, variant=objective, judge="reward_model")
+  return make(arg, rule="self_rewarding", loss_type=variants[arg.variant])
+
+
 def get_config(arg=None):
   return make(parse(arg), rule="self_rewarding")

@@ -11,9 +11,8 @@ objective is reconstructed from the abstract (the method section was not retriev
 
 from configs import self_rewarding
 
-VARIANTS = {"sspo": "sspo", "dpo": "sigmoid"}
+VARIANTS = ("sspo", "dpo")
 
 
 def get_config(arg=None):
-  arg = self_rewarding.parse(arg, {"variant": VARIANTS}, variant="sspo", judge="reward_model")
-  return self_rewarding.make(arg, rule="self_rewarding", loss_type=VARIANTS[arg.variant])
+  return self_rewarding.against_dpo(arg, "sspo")

@@ -11,9 +11,8 @@ L_REG(y_l)) with token rewards from contrastive prompting of the frozen referenc
 
 from configs import self_rewarding
 
-VARIANTS = {"treg": "treg", "dpo": "sigmoid"}
+VARIANTS = ("treg", "dpo")
 
 
 def get_config(arg=None):
-  arg = self_rewarding.parse(arg, {"variant": VARIANTS}, variant="treg", judge="reward_model")
-  return self_rewarding.make(arg, rule="self_rewarding", loss_type=VARIANTS[arg.variant])
+  return self_rewarding.against_dpo(arg, "treg")
