@@ -146,6 +146,9 @@ def make_job(config: ml_collections.ConfigDict, mesh) -> Job:
       problems=problems, records=records, recipe=recipe, batch_size=config.train.batch_size,
       eval_batch_size=config.train.eval_batch_size, seed=config.seed)
   program = algorithm.build(config.algo, setup)
+  if recipe.rounds is not None and program.rounds is None:
+    raise ValueError(f"recipe={config.recipe!r} trains in rounds of preference pairs, which "
+                     f"algorithm={config.algorithm!r} does not run; use algorithm='dpo'")
   warmstart = None
   w = config.warmstart
   # From a checkpoint only on request (an SFT stage on top of it, e.g. Self-Rewarding PPO's

@@ -252,3 +252,12 @@ def test_unparsable_judge_stops_with_raw_outputs(tmp_path):
                       "rewards.judge_max_new_tokens": 1, "train.steps": 2})
   with pytest.raises(ValueError, match="could not be parsed in any of the .* raw judge outputs"):
     train.run(config, str(tmp_path / "unparsable"))
+
+
+def test_rounds_recipe_with_an_algorithm_that_has_no_rounds_is_refused():
+  from rewardjax import sharding  # noqa: PLC0415
+  config = common.load_config(os.path.join(REPO, "configs", "grpo.py") + ":smoke",
+                              {"recipe": "self_rewarding"})
+  mesh = sharding.make_mesh(-1, 1, 1)
+  with jax.set_mesh(mesh), pytest.raises(ValueError, match="algorithm='dpo'"):
+    train.make_job(config, mesh)
