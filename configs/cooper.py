@@ -11,17 +11,14 @@ reward hacking Cooper is meant to prevent) is read in "reward/reward_model" vs
     python launch/train.py --config=configs/cooper.py:variant=frozen --workdir=/tmp/cooper_frozen
 """
 
-from configs import common, grpo
+from configs import grpo
 from rewardjax import pretrained
 
 VARIANTS = ("cooper", "frozen")
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, choices={"variant": VARIANTS, "size": common.MODELS},
-                         variant="cooper", size="tiny", smoke=False,
-                         reward_model=pretrained.ARITH_RM)
-  c = grpo.get_config(f"size={arg.size}" + (",smoke" if arg.smoke else ""))
+  arg, c = grpo.with_reward_variants(arg, VARIANTS, "cooper", reward_model=pretrained.ARITH_RM)
   # Cooper's policy reward R = sigma(logit) (official `dp_reward.py`).
   c.rewards.update(terms="reward_model,verifier:0", reward_model_sigmoid=True,
                    reward_model=arg.reward_model, max_length=64)

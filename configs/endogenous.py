@@ -6,14 +6,12 @@ logged with weight 0. variant=verifier is the with-labels reference.
     python launch/train.py --config=configs/endogenous.py --workdir=/tmp/endogenous
 """
 
-from configs import common, grpo
+from configs import grpo
 
 VARIANTS = {"endogenous": "endogenous,verifier:0", "verifier": "verifier"}
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, choices={"variant": VARIANTS, "size": common.MODELS},
-                         variant="endogenous", size="tiny", smoke=False)
-  c = grpo.get_config(f"size={arg.size}" + (",smoke" if arg.smoke else ""))
+  arg, c = grpo.with_reward_variants(arg, VARIANTS, "endogenous")
   c.rewards.update(terms=VARIANTS[arg.variant], endogenous_model="reference", alpha=1.0)
   return c

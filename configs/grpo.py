@@ -58,3 +58,14 @@ def get_config(arg=None):
     c.train.update(steps=500, batch_size=8, eval_every=100)
     c.optim.update(learning_rate=1e-6)
   return c
+
+
+def with_reward_variants(arg, variants, default: str, base_variant: str = "grpo", **defaults):
+  """`(arg, config)` of a config that is GRPO with its own `rewards` block: parses `arg` with
+  `variant=` over `variants` (and `size`, `smoke`, `defaults`), and builds the GRPO config
+  (`base_variant`) the caller then gives its reward terms (ssr_zero, endogenous, spo, sar,
+  cooper)."""
+  arg = common.parse_arg(arg, choices={"variant": variants, "size": common.MODELS},
+                         variant=default, size="tiny", smoke=False, **defaults)
+  return arg, get_config(f"variant={base_variant},size={arg.size}"
+                         + (",smoke" if arg.smoke else ""))

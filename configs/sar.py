@@ -8,15 +8,13 @@ baseline (the same run with alpha = 0; SAR still logged).
     python launch/train.py --config=configs/sar.py:variant=verifier --workdir=/tmp/sar_base
 """
 
-from configs import common, grpo
+from configs import grpo
 
 VARIANTS = {"sar": 0.2, "verifier": 0.0}
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, choices={"variant": VARIANTS, "size": common.MODELS},
-                         variant="sar", size="tiny", smoke=False)
-  c = grpo.get_config(f"variant=dr_grpo,size={arg.size}" + (",smoke" if arg.smoke else ""))
+  arg, c = grpo.with_reward_variants(arg, VARIANTS, "sar", base_variant="dr_grpo")
   c.algo.update(beta=0.001)
   # The answer-only context: the task's prompt with the question removed ("=" for the
   # built-in short format; the paper uses the chat template with an empty user turn).

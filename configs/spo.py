@@ -14,7 +14,7 @@ The verifier is logged with weight 0.
     python launch/train.py --config=configs/spo.py --workdir=/tmp/spo
 """
 
-from configs import common, grpo
+from configs import grpo
 
 VARIANTS = {"spo": ("win_rate,verifier:0", "closeness"),
             "verifier_comparator": ("win_rate,verifier:0", "verifier"),
@@ -22,9 +22,7 @@ VARIANTS = {"spo": ("win_rate,verifier:0", "closeness"),
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, choices={"variant": VARIANTS, "size": common.MODELS},
-                         variant="spo", size="tiny", smoke=False)
-  c = grpo.get_config(f"size={arg.size}" + (",smoke" if arg.smoke else ""))
+  arg, c = grpo.with_reward_variants(arg, VARIANTS, "spo")
   terms, preference = VARIANTS[arg.variant]
   c.rewards.update(terms=terms, preference=preference)
   return c

@@ -8,15 +8,13 @@ variant=verifier is the with-labels reference (GRPO on the verifier).
     python launch/train.py --config=configs/ssr_zero.py --workdir=/tmp/ssr_zero
 """
 
-from configs import common, grpo
+from configs import grpo
 
 VARIANTS = {"ssr_zero": "judge,verifier:0", "verifier": "verifier"}
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, choices={"variant": VARIANTS, "size": common.MODELS},
-                         variant="ssr_zero", size="tiny", smoke=False)
-  c = grpo.get_config(f"size={arg.size}" + (",smoke" if arg.smoke else ""))
+  arg, c = grpo.with_reward_variants(arg, VARIANTS, "ssr_zero")
   c.rewards.update(terms=VARIANTS[arg.variant], judge_read="probability",
                    judge_max_new_tokens=10)
   if arg.size not in ("tiny", "smoke"):

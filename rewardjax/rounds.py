@@ -219,7 +219,7 @@ class RoundSource:
       raise RuntimeError(f"step {step}: no round has produced pair records yet")
     local = step - self.round * self.options.steps_per_round
     indices = loaders.batch_indices(len(self.records), self.batch_size,
-                                    seed=self.seed + 7919 * self.round, step=max(local, 0))
+                                    seed=self.seed + 7919 * self.round, step=local)
     return [self.records[i] for i in indices.tolist()]
 
   def observe(self, rollouts, step: int) -> None:

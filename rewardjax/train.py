@@ -271,8 +271,8 @@ def train_steps(program: base.Program, state, state_sharding, *, stage: str, sta
 
   A program trained in rounds (`program.rounds`) begins a round before the first step of each
   (its metrics are "round/<metric>"). A step trains one batch, then each batch
-  `program.followup(step)` names (SPARK's judge
-  period), built after the previous one's updates; their metrics are "<name>/<metric>". Every
+  `program.followup(step)` names (SPARK's judge period), built after the previous one's
+  updates; their metrics are "<name>/<metric>". Every
   batch gets num_iterations x num_minibatches updates; its metrics are the last update's,
   except `sampler/*`, measured on the first update (where the params are the sampler's). The
   metrics of step t (device and host ones: a batch stage may report a device scalar) are

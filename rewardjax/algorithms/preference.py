@@ -99,19 +99,9 @@ def reference_scorer(chunk_size: int):
 def build(options, setup: base.Setup) -> base.Program:
   """The DPO-family program (see `base.Program`)."""
   obj = base.objective(OBJECTIVES, options.loss_type, "dpo")
-  if setup.problems.get("train"):
-    # Every DPO-family objective trains on the task's pairs; objectives that need more rows or
-    # fields add them in their `prepare` stage.
-    train = tasks.preference_pairs(setup.problems["train"], fmt=setup.data.fmt, seed=setup.seed,
-                                   pairs_per_question=options.pairs_per_question)
-    heldout = tasks.preference_pairs(setup.problems["heldout"], fmt=setup.data.fmt,
-                                     seed=setup.seed + 1)
-  else:
-    train, heldout = setup.records["train"], setup.records["heldout"]
-  stream = recipes.RecordStream(train, setup.batch_size, setup.seed)
-  ref_fn = reference_scorer(setup.chunk_size)
+  task = bool(setup.problems.get("train"))
+  round_options = getattr(setup.recipe, "rounds", None)   # benchmarks build without a recipe
   program_rounds = None
-  round_options = getattr(setup.recipe, "rounds", None)
   if round_options is not None:
     # Iterated self-rewarding: the pairs come from the recipe's rounds (generated and judged
     # from the current model at each round's start), not from fixed records.
@@ -119,6 +109,16 @@ def build(options, setup: base.Setup) -> base.Program:
     program_rounds = base.Rounds(round_options.steps_per_round, functools.partial(
         rounds.begin_round, ctx=rounds.RoundContext(setup, stream, setup.recipe.rewards,
                                                     round_options)))
+  else:
+    # Every DPO-family objective trains on the task's pairs (or the file's); objectives that
+    # need more rows or fields add them in their `prepare` stage.
+    train = (tasks.preference_pairs(setup.problems["train"], fmt=setup.data.fmt,
+                                    seed=setup.seed, pairs_per_question=options.pairs_per_question)
+             if task else setup.records["train"])
+    stream = recipes.RecordStream(train, setup.batch_size, setup.seed)
+  heldout = (tasks.preference_pairs(setup.problems["heldout"], fmt=setup.data.fmt,
+                                    seed=setup.seed + 1) if task else setup.records["heldout"])
+  ref_fn = reference_scorer(setup.chunk_size)
   problems = list(setup.problems.get("heldout") or [])
 
   def evaluate(state, rng):
