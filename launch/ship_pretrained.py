@@ -4,6 +4,8 @@
     python launch/ship_pretrained.py --workdir=/tmp/pretrain
     python launch/train.py --config=configs/reward_model.py --workdir=/tmp/rm
     python launch/ship_pretrained.py --model=arith_rm --workdir=/tmp/rm
+    python launch/train.py --config=configs/prm.py --workdir=/tmp/prm
+    python launch/ship_pretrained.py --model=arith_prm --workdir=/tmp/prm
 
 Writes `rewardjax/pretrained/<model>/` (the run's `<workdir>/hf` files) and its manifest: each
 file's sha256, the config's fingerprint, its held-out results, and the losses of a short re-run
@@ -26,7 +28,7 @@ FIRST_STEPS_OVERRIDES = {"train.steps": FIRST_STEPS, "train.eval_every": 1000,
 
 
 # Shipped model -> the config that makes it.
-CONFIGS = {"arith": "pretrain.py", "arith_rm": "reward_model.py"}
+CONFIGS = {"arith": "pretrain.py", "arith_rm": "reward_model.py", "arith_prm": "prm.py"}
 
 
 def pretrain_config(overrides: dict | None = None, model: str = "arith"):

@@ -1,4 +1,5 @@
-"""Advantage estimators: group-normalised (GRPO), leave-one-out (RLOO), GAE, step-level (OPRL).
+"""Advantage estimators: group-normalised (GRPO), leave-one-out (RLOO), GAE, step-level (OPRL),
+dense process rewards (return-to-go, Clip / Delta).
 
 Rollouts of one prompt are contiguous, so a `[B]` reward vector reshapes to `[P, G]`
 (verl/TRL layout) and every group statistic is a reshape plus a reduction: no segment ops, static
@@ -23,7 +24,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, Shaped
 __all__ = [
     "ADVANTAGES", "SCALE_REWARDS", "combine_step_advantages", "dr_grpo_advantages",
     "gae_advantages", "get_advantage_fn", "group_advantages", "group_keep_mask", "masked_whiten",
-    "rloo_advantages", "step_advantages",
+    "process_advantages", "rloo_advantages", "step_advantages", "step_token_rewards",
 ]
 
 SCALE_REWARDS = ("group", "batch", "none")
@@ -447,6 +448,73 @@ def combine_step_advantages(episode_advantages: Float[Array, " B"],
   step_BxT = jnp.where(in_step_BxT, step_BxT, 0.0)
   adv_BxT = episode_advantages.astype(jnp.float32)[:, None] + alpha * step_BxT
   return jnp.where(mask.astype(jnp.float32) > 0, adv_BxT, 0.0)
+
+
+def process_advantages(outcome_rewards: Float[Array, " B"], step_rewards: Float[Array, "B K"],
+                       token_step_ids: Int[Array, "B T"], mask: Shaped[Array, "B T"],
+                       group_size: int, *, scale_rewards: str = "group",
+                       eps: float = 1e-4) -> Float[Array, "B T"]:
+  """Token advantages of dense (per-step) rewards: return-to-go minus the group's mean return.
+
+    G_{b,t} = R_b + sum_{k >= k(t)} s_{b,k}      (tokens after the last step: G_{b,t} = R_b)
+    A_{b,t} = (G_{b,t} - mean_g G_{g,0}) / (std_g G_{g,0} + eps)     ("none": no division)
+
+  R_b is the outcome reward (at the last token), s_{b,k} the reward placed at the end of step k
+  and k(t) the step of token t. This is PPO's advantage with gamma = lambda = 1 and the group's
+  mean return as the value (GRPO's baseline), so the return a step sequence collects is exactly
+  what the policy is pushed towards: the setting in which Gao et al. (arXiv 2410.15115, §3-4)
+  show that summed PRM scores reward repeating steps and Clip / Delta bound the return.
+
+  Args:
+    outcome_rewards: [B] outcome reward R.
+    step_rewards: [B, K] step rewards s (0 on masked steps).
+    token_step_ids: [B, T] step of each token, -1 for none (`rewards.process.step_layout`).
+    mask: [B, T] 1 on trained tokens.
+    group_size: G; rows are grouped as in `group_advantages`.
+    scale_rewards: "group" (divide by the group's std of G_0) or "none".
+    eps: added to the std.
+
+  Returns:
+    [B, T] float32, 0 where mask = 0.
+
+  >>> a = process_advantages(jnp.array([1.0, 0.0]), jnp.array([[0.5, 0.5], [0.5, 0.0]]),
+  ...                        jnp.array([[0, 1, -1], [0, -1, -1]]), jnp.ones((2, 3)), 2,
+  ...                        scale_rewards="none")
+  >>> [[float(x) for x in row] for row in a]   # G_0 = 2 and 0.5, mean 1.25
+  [[0.75, 0.25, -0.25], [-0.75, -1.25, -1.25]]
+  """
+  _check_same_shape(token_step_ids=token_step_ids, mask=mask)
+  if scale_rewards not in ("group", "none"):
+    raise ValueError(f"scale_rewards={scale_rewards!r}; process advantages take 'group' or 'none'")
+  s_BxK = step_rewards.astype(jnp.float32)
+  suffix_BxK = jnp.flip(jnp.cumsum(jnp.flip(s_BxK, 1), axis=1), 1)
+  k = s_BxK.shape[1]
+  ids_BxT = jnp.clip(token_step_ids, 0, k - 1)
+  to_go_BxT = jnp.where(token_step_ids >= 0, jnp.take_along_axis(suffix_BxK, ids_BxT, axis=1), 0.0)
+  returns_B = outcome_rewards.astype(jnp.float32) + s_BxK.sum(axis=1)
+  g_PxG = _to_groups(returns_B, group_size)
+  mean_B = jnp.repeat(g_PxG.mean(axis=1), group_size)
+  adv_BxT = outcome_rewards.astype(jnp.float32)[:, None] + to_go_BxT - mean_B[:, None]
+  if scale_rewards == "group":
+    std_B = jnp.repeat(jnp.std(g_PxG, axis=1, ddof=1) if group_size > 1
+                       else jnp.zeros(g_PxG.shape[0]), group_size)
+    adv_BxT = adv_BxT / (std_B[:, None] + eps)
+  return jnp.where(mask.astype(jnp.float32) > 0, adv_BxT, 0.0)
+
+
+def step_token_rewards(step_rewards: Float[Array, "B K"],
+                       token_step_ids: Int[Array, "B T"]) -> Float[Array, "B T"]:
+  """Step rewards placed on the last token of their step (a PPO token reward), [B, T].
+
+  >>> step_token_rewards(jnp.array([[0.5, 2.0]]), jnp.array([[0, 0, 1, -1]])).tolist()
+  [[0.0, 0.5, 2.0, 0.0]]
+  """
+  ids = token_step_ids
+  next_ids = jnp.concatenate([ids[:, 1:], jnp.full_like(ids[:, :1], -1)], axis=1)
+  last_BxT = (ids >= 0) & (next_ids != ids)
+  values = jnp.take_along_axis(step_rewards.astype(jnp.float32),
+                               jnp.clip(ids, 0, step_rewards.shape[1] - 1), axis=1)
+  return jnp.where(last_BxT, values, 0.0)
 
 
 def _check_same_shape(**arrays: jax.Array) -> None:

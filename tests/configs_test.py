@@ -10,9 +10,11 @@ from rewardjax import algorithms
 # The RL-with-model-rewards configs: each is a recipe or a `rewards` block over grpo / ppo.
 # The round-based configs (recipe self_rewarding over the DPO family).
 ROUND_CONFIGS = ("self_rewarding", "cream", "temporal_sr", "dno", "online_dpo", "treg", "sspo")
+# The process-reward configs on the multi-step task.
+PROCESS_CONFIGS = ("clip_delta", "oprl", "stable_reinforce")
 MODEL_REWARD_CONFIGS = ("ppo", "rlhf", "cooper", "sar", "ssr_zero", "endogenous",
-                        "self_rewarding_ppo", "spo") + ROUND_CONFIGS
-CONFIGS = ("grpo", "dpo", "reward_model", "sft", "spark", "pretrain") + MODEL_REWARD_CONFIGS
+                        "self_rewarding_ppo", "spo") + ROUND_CONFIGS + PROCESS_CONFIGS
+CONFIGS = ("grpo", "dpo", "reward_model", "sft", "spark", "pretrain", "prm") + MODEL_REWARD_CONFIGS
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -68,6 +70,16 @@ PROGRAMS = {
     ("treg", "dpo"): (None, ["reward_model", "verifier"], False),
     ("sspo", "sspo"): (None, ["reward_model", "verifier"], False),
     ("sspo", "dpo"): (None, ["reward_model", "verifier"], False),
+    ("clip_delta", "clip_delta"): (None, ["verifier", "prm"], False),
+    ("clip_delta", "sum"): (None, ["verifier", "prm"], False),
+    ("clip_delta", "clip"): (None, ["verifier", "prm"], False),
+    ("clip_delta", "delta"): (None, ["verifier", "prm"], False),
+    ("clip_delta", "outcome"): (None, ["verifier"], False),
+    ("oprl", "oprl"): ("prm", ["verifier", "implicit_prm"], False),
+    ("oprl", "outcome"): (None, ["verifier"], False),
+    ("stable_reinforce", "stable_reinforce"): (None, ["format", "verifier", "consistency"],
+                                               False),
+    ("stable_reinforce", "reinforce_pp"): (None, ["verifier"], False),
 }
 
 

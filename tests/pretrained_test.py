@@ -101,3 +101,16 @@ def test_shipped_reward_model_matches_its_manifest_and_loads_as_a_reward_model()
   assert manifest["heldout"]["final/pair_accuracy"] > 0.9
   model = hf_reward.load_reward_model(pretrained.ARITH_RM)
   assert model.pool == "last" and model.backbone.config.vocab_size == 128
+
+
+def test_shipped_process_reward_model_matches_its_manifest_and_scores_steps():
+  from rewardjax.models import hf_reward  # noqa: PLC0415
+
+  manifest = pretrained.verify(pretrained.ARITH_PRM)
+  config = ship_pretrained.pretrain_config(model="arith_prm")
+  assert manifest["config_fingerprint"] == ship_pretrained.shipped_fingerprint(config)
+  assert manifest["steps"] == config.train.steps
+  # Better than the majority label (correct steps are ~63% of the held-out steps).
+  assert manifest["heldout"]["final/step_accuracy"] > 0.7
+  model = hf_reward.load_reward_model(pretrained.ARITH_PRM)
+  assert model.backbone.config.vocab_size == 128

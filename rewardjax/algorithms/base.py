@@ -98,7 +98,8 @@ class Companion:
   own optimizer (the run's `optim` block with `learning_rate`).
 
   name: metrics prefix ("critic", "reward_model").
-  model_fn: `model_fn(rngs)` builds its NNX module.
+  model_fn: `model_fn(rngs)` builds its NNX module; None in a recipe's companion means the
+    policy's architecture (the algorithm fills it in; OPRL's implicit PRM).
   init_params: `init_params(lm_params, rng)` -> its pure params (e.g. the policy's backbone with
     a fresh value head, or a reward model loaded from a directory); `lm_params` is None for a
     policy trained from scratch, and a None result means a random initialisation.
@@ -111,7 +112,7 @@ class Companion:
     run (`<workdir>/hf_<name>`), or None.
   """
   name: str
-  model_fn: Callable
+  model_fn: Callable | None
   init_params: Callable
   loss: Callable
   learning_rate: float

@@ -25,7 +25,7 @@ from rewardjax import losses, rollouts, sharding, update
 from rewardjax.algorithms import base
 from rewardjax.data import tokenizers
 from rewardjax.models import transformer
-from rewardjax.rewards import composition, shaping
+from rewardjax.rewards import composition, process, shaping
 from rewardjax.types import CoupledBatch, RolloutBatch
 
 # The `algo` block of a GRPO-family config. Names follow TRL's GRPOConfig where it has the field.
@@ -37,7 +37,8 @@ DEFAULTS = dict(
     delta=0.0,                   # TRL two-sided clip (INTELLECT-2); 0 = off
     importance_sampling_level="token",   # "sequence" = GSPO
     entropy_coeff=0.0,
-    advantage="grpo",            # ADVANTAGES: grpo | dr_grpo | rloo | reinforce_pp
+    advantage="grpo",            # ADVANTAGES: grpo | dr_grpo | rloo | reinforce_pp | process | oprl
+    step_advantage_weight=1.0,   # oprl: alpha in A = A^E + alpha A^S
     scale_rewards="group",       # grpo advantages: "group" | "batch" | "none" (TRL)
     reward_kl_coef=0.0,          # reinforce_pp: k1 KL in the token reward (OpenRLHF init_kl_coef)
     log_ratio_clip=0.0,          # StableReinforce pre-clip c (|log rho| <= c); 0 = off
@@ -47,7 +48,9 @@ DEFAULTS = dict(
     dynamic_sampling=False, max_resample_rounds=4,   # DAPO
     overlong_buffer=0, overlong_penalty=1.0)         # DAPO soft overlong punishment
 
-ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
+ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "process", "oprl")
+# Token advantages from a process term's step rewards (`rewards.process`).
+STEP_ADVANTAGES = ("process", "oprl")
 
 
 def _sampler_ratio(logps_BxT, sampler_logps_BxT, mask_BxT) -> dict:
@@ -136,10 +139,23 @@ def sample(state, items: Sequence[dict], rng: jax.Array, *, setup: base.Setup) -
                                  eos_token_id=setup.tokenizer.eos_token_id,
                                  pad_token_id=tokenizers.pad_token_id(setup.tokenizer)))
   # Every process gets every row (decoding and rewards are host work, the same everywhere).
-  return sharding.gather({"tokens": out.tokens, "prompt_mask": out.prompt_mask,
-                          "completion_mask": out.completion_mask,
-                          "completion_tokens": out.completion_tokens, "lengths": out.lengths,
-                          "model_logprobs": out.model_logprobs})
+  arrays = sharding.gather({"tokens": out.tokens, "prompt_mask": out.prompt_mask,
+                            "completion_mask": out.completion_mask,
+                            "completion_tokens": out.completion_tokens, "lengths": out.lengths,
+                            "model_logprobs": out.model_logprobs})
+  separator = _separator_id(setup.tokenizer)
+  if separator is not None:  # where each step of a multi-step completion ends
+    arrays.update(process.step_layout(np.asarray(arrays["completion_tokens"]),
+                                      np.asarray(arrays["completion_mask"]), separator))
+  return arrays
+
+
+@functools.lru_cache(maxsize=8)
+def _separator_id(tokenizer) -> int | None:
+  try:
+    return process.separator_id(tokenizer)
+  except ValueError:  # steps are then unavailable, and a process term says so
+    return None
 
 
 def decode(tokenizer, arrays: dict) -> list[str]:
@@ -156,13 +172,16 @@ class Shaping:
 
 
 def score(rewards: composition.Composition, scored: composition.Scored,
-          shape: Shaping) -> tuple[np.ndarray, dict]:
-  """Rewards [B] (composition + overlong shaping) and per-term metrics."""
-  values, metrics = rewards.score(scored)
+          shape: Shaping) -> tuple[np.ndarray, np.ndarray, dict]:
+  """Outcome rewards [B] (composition + overlong shaping), step rewards [B, K] of the process
+  terms (zeros without any) and per-term metrics."""
+  values, step_values, metrics = rewards.score_steps(scored)
   values = values + shaping.overlong_penalty(
       scored.arrays["lengths"], max_length=shape.max_length, buffer=shape.overlong_buffer,
       penalty=shape.overlong_penalty)
-  return values.astype(np.float32), metrics
+  if step_values is None:
+    step_values = np.zeros(scored.arrays["completion_mask"].shape, np.float32)
+  return values.astype(np.float32), step_values, metrics
 
 
 def sample_groups(state, step: int, rng: jax.Array, round_index: int, *, setup: base.Setup,
@@ -173,11 +192,12 @@ def sample_groups(state, step: int, rng: jax.Array, round_index: int, *, setup: 
   texts = decode(setup.tokenizer, arrays)
   group_size = setup.sampling.num_generations
   row_items = [it for it in items for _ in range(group_size)]
-  rewards, metrics = score(setup.recipe.rewards,
-                           composition.Scored(row_items, texts, arrays, state), shape)
-  finite = shaping.finite_groups(rewards, group_size)
+  rewards, step_rewards, metrics = score(
+      setup.recipe.rewards, composition.Scored(row_items, texts, arrays, state), shape)
+  returns = rewards + step_rewards.sum(axis=1)
+  finite = shaping.finite_groups(returns, group_size)
   metrics.update({
-      "reward": float(np.nanmean(np.where(finite, rewards, np.nan))) if finite.any()
+      "reward": float(np.nanmean(np.where(finite, returns, np.nan))) if finite.any()
       else float("nan"),
       "nonfinite_reward_groups": float((~finite).sum() / group_size),
       "completion_length": float(arrays["lengths"].mean()),
@@ -187,6 +207,7 @@ def sample_groups(state, step: int, rng: jax.Array, round_index: int, *, setup: 
     rows = slice(p * group_size, (p + 1) * group_size)
     groups.append(dict({k: v[rows] for k, v in arrays.items()},
                        rewards=np.where(finite[rows], rewards[rows], 0.0),
+                       step_rewards=np.where(finite[rows, None], step_rewards[rows], 0.0),
                        finite=finite[rows], items=row_items[rows], texts=texts[rows]))
   return groups, metrics
 
@@ -228,6 +249,13 @@ def assemble(groups: Sequence[dict], pad_id: int, max_new_tokens: int) -> dict:
       attention_mask=np.concatenate([prompt_mask, completion_mask], axis=1).astype(np.int32),
       sampler_logprobs=np.concatenate([g["model_logprobs"] for g in groups]).astype(np.float32),
       rewards=np.concatenate([g["rewards"] for g in groups]).astype(np.float32),
+      step_rewards=np.concatenate([g.get("step_rewards", np.zeros(g["completion_mask"].shape))
+                                   for g in groups]).astype(np.float32),
+      token_step_ids=np.concatenate([
+          g.get("token_step_ids", np.full(g["completion_mask"].shape, -1)) for g in groups
+      ]).astype(np.int32),
+      step_mask=np.concatenate([g.get("step_mask", np.zeros(g["completion_mask"].shape))
+                                for g in groups]).astype(np.float32),
       # An item's optional "weight" w >= 0 (a recipe's per-prompt loss weight) scales its rows'
       # advantages: the clipped surrogate is positively homogeneous in A, so this weights the
       # policy term exactly (the KL term keeps weight 1). Non-finite groups get weight 0.
@@ -249,12 +277,36 @@ def reference_logprobs(score_fn: Callable, state, tokens, attention_mask, *,
 
 
 def advantages(rewards_B, row_weights_B, old_logprobs_BxT, ref_logprobs_BxT,
-               completion_mask_BxT, *, estimator: str, group_size: int, scale_rewards: str,
-               reward_kl_coef: float):
-  """Advantages on device: [B] from group estimators, [B, T] for REINFORCE++; times weights.
+               completion_mask_BxT, steps=None, *, estimator: str, group_size: int,
+               scale_rewards: str, reward_kl_coef: float, step_advantage_weight: float = 1.0):
+  """Advantages on device: [B] from group estimators, [B, T] for REINFORCE++ and the step
+  estimators; times weights.
 
-  Jitted by the caller; rows of non-finite groups have weight 0.
+  `steps` = (step_rewards [B, K], step_mask [B, K], token_step_ids [B, T]) of the process terms
+  (None: no steps):
+  "process" places their return-to-go on tokens (`advantages.process_advantages`), "oprl" adds
+  the group-normalised step reward to the outcome advantage (`step_advantages`,
+  `combine_step_advantages`; OPRL, arXiv 2509.19199, §3). Jitted by the caller; rows of
+  non-finite groups have weight 0.
   """
+  if steps is None and estimator in STEP_ADVANTAGES:
+    raise ValueError(f"advantage={estimator!r} needs the rollouts' steps")
+  step_rewards_BxK, step_mask_BxK, token_step_ids_BxT = steps or (None, None, None)
+  if estimator == "process":
+    a_BxT = advantages_lib.process_advantages(
+        rewards_B, step_rewards_BxK, token_step_ids_BxT, completion_mask_BxT, group_size,
+        scale_rewards=scale_rewards)
+    return a_BxT * row_weights_B[:, None]
+  if estimator == "oprl":
+    episode_B = advantages_lib.group_advantages(rewards_B, group_size,
+                                                scale_rewards=scale_rewards)
+    a_BxT = advantages_lib.combine_step_advantages(
+        episode_B, advantages_lib.step_advantages(step_rewards_BxK, step_mask_BxK, group_size),
+        token_step_ids_BxT, completion_mask_BxT, alpha=step_advantage_weight)
+    return a_BxT * row_weights_B[:, None]
+  # The other estimators see one number per rollout: the outcome plus its step rewards.
+  if step_rewards_BxK is not None:
+    rewards_B = rewards_B + step_rewards_BxK.sum(axis=1)
   if estimator == "reinforce_pp":
     a_BxT = advantages_lib.reinforce_pp_advantages(
         rewards_B, old_logprobs_BxT, ref_logprobs_BxT, completion_mask_BxT,
@@ -273,7 +325,7 @@ def place_groups(groups: Sequence[dict], step: int, *, setup: base.Setup) -> dic
                                for it, t, r in zip(g["items"], g["texts"], g["rewards"])], step)
   return sharding.shard_batch({k: host[k] for k in (
       "tokens", "attention_mask", "completion_mask", "sampler_logprobs", "rewards",
-      "row_weights")}, setup.mesh)
+      "row_weights", "step_rewards", "step_mask", "token_step_ids")}, setup.mesh)
 
 
 def rollout_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, options,
@@ -300,10 +352,12 @@ def rollout_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, option
       tokens=on_mesh["tokens"], attention_mask=on_mesh["attention_mask"],
       completion_mask=on_mesh["completion_mask"], old_logprobs=old, ref_logprobs=ref,
       advantages=advantage_fn(on_mesh["rewards"], on_mesh["row_weights"], old, ref,
-                              on_mesh["completion_mask"]),
+                              on_mesh["completion_mask"], (on_mesh["step_rewards"],
+                                                           on_mesh["step_mask"],
+                                                           on_mesh["token_step_ids"])),
       sampler_logprobs=on_mesh["sampler_logprobs"])
   companion = setup.recipe.companion
-  if companion is not None:  # a second model trained on this step's rollouts (Cooper)
+  if companion is not None:  # a second model trained on this step's rollouts (Cooper, OPRL)
     batch = CoupledBatch(policy=batch, companion=sharding.shard_batch(
         companion.make_batch(groups, step), setup.mesh))
   return batch, metrics
@@ -314,6 +368,9 @@ def build(options, setup: base.Setup) -> base.Program:
   if options.advantage not in ADVANTAGES:
     raise ValueError(f"grpo: advantage={options.advantage!r}; valid: {ADVANTAGES}")
   companion = setup.recipe.companion
+  policy_model_fn = lambda rngs: transformer.Transformer(setup.model, rngs=rngs)  # noqa: E731
+  if companion is not None and companion.model_fn is None:  # a copy of the policy (OPRL's PRM)
+    companion = dataclasses.replace(companion, model_fn=policy_model_fn)
   if companion is not None and options.num_minibatches != 1:
     raise ValueError(f"grpo: recipe {type(setup.recipe.source).__name__} trains a companion "
                      f"model, whose rows do not split into num_minibatches="
@@ -325,14 +382,14 @@ def build(options, setup: base.Setup) -> base.Program:
       chunk_size=setup.chunk_size), static_argnames=("graphdef",))
   advantage_fn = jax.jit(functools.partial(
       advantages, estimator=options.advantage, group_size=setup.sampling.num_generations,
-      scale_rewards=options.scale_rewards, reward_kl_coef=options.reward_kl_coef))
+      scale_rewards=options.scale_rewards, reward_kl_coef=options.reward_kl_coef,
+      step_advantage_weight=options.step_advantage_weight))
   heldout = list(setup.problems.get("heldout") or setup.records.get("heldout") or [])
 
   evaluate = functools.partial(base.task_accuracy, setup, heldout)
 
   return base.Program(
-      model_fn=lambda rngs: transformer.Transformer(setup.model, rngs=rngs),
-      init_params=base.language_model_params,
+      model_fn=policy_model_fn, init_params=base.language_model_params,
       make_batch=functools.partial(rollout_batch, setup=setup, options=options,
                                    score_fn=score_fn, advantage_fn=advantage_fn),
       step=step, evaluate=evaluate,

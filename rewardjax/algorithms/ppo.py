@@ -64,13 +64,21 @@ def critic_objective(model, batch: dict, *, cliprange_value: float, completion_l
 
 
 def advantages(rewards_B, row_weights_B, old_logprobs_BxT, ref_logprobs_BxT, values_BxT,
-               completion_mask_BxT, *, kl_coef: float, gamma: float, lam: float, whiten: bool):
+               completion_mask_BxT, steps=None, *, kl_coef: float, gamma: float, lam: float,
+               whiten: bool):
   """(advantages [B, T], returns [B, T], KL-in-reward mean) on device; jitted by the caller.
 
-  Rows of non-finite reward groups have weight 0: their completion mask is already 0.
+  `steps` = (step_rewards [B, K], token_step_ids [B, T]) of the process terms: each step's
+  reward is a token reward on its last token (Gao et al., arXiv 2410.15115, §3: PPO with the
+  process reward at each step's end and the outcome at the last token). Rows of non-finite
+  reward groups have weight 0: their completion mask is already 0.
   """
   r_BxT = advantages_lib.token_rewards(rewards_B, old_logprobs_BxT, ref_logprobs_BxT,
                                        completion_mask_BxT, kl_coef=kl_coef)
+  if steps is not None:
+    step_rewards_BxK, token_step_ids_BxT = steps
+    r_BxT = r_BxT + advantages_lib.step_token_rewards(step_rewards_BxK, token_step_ids_BxT) * (
+        completion_mask_BxT > 0)
   adv_BxT, returns_BxT = advantages_lib.gae_advantages(
       r_BxT, values_BxT, completion_mask_BxT, gamma=gamma, lam=lam, whiten=whiten)
   m_BxT = completion_mask_BxT.astype(jnp.float32)
@@ -115,7 +123,8 @@ def ppo_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, options, s
   c = state.companion
   values = value_fn(c.graphdef, c.params, on_mesh["tokens"], on_mesh["attention_mask"])
   adv, returns, kl = advantage_fn(on_mesh["rewards"], on_mesh["row_weights"], old, ref, values,
-                                  on_mesh["completion_mask"])
+                                  on_mesh["completion_mask"],
+                                  (on_mesh["step_rewards"], on_mesh["token_step_ids"]))
   policy = RolloutBatch(
       tokens=on_mesh["tokens"], attention_mask=on_mesh["attention_mask"],
       completion_mask=on_mesh["completion_mask"], old_logprobs=old, ref_logprobs=ref,

@@ -48,8 +48,8 @@ def build(options, setup: base.Setup) -> base.Program:
   if setup.problems.get("train"):
     train = records.builtin(setup.problems["train"], fmt=setup.data.fmt, seed=setup.seed,
                             options=options)
-    heldout = tasks.preference_pairs(setup.problems["heldout"], fmt=setup.data.fmt,
-                                     seed=setup.seed + 1)
+    heldout = [] if records.evaluate else tasks.preference_pairs(
+        setup.problems["heldout"], fmt=setup.data.fmt, seed=setup.seed + 1)
   else:
     train, heldout = setup.records["train"], setup.records["heldout"]
   stream = recipes.RecordStream(train, setup.batch_size, setup.seed)
@@ -67,6 +67,9 @@ def build(options, setup: base.Setup) -> base.Program:
     chosen, rejected = scores[:len(heldout)], scores[len(heldout):]
     return {"pair_accuracy": float(np.mean(chosen > rejected)),
             "reward_margin": float(np.mean(chosen - rejected))}
+
+  if records.evaluate is not None:  # e.g. a PRM: step accuracy on held-out step records
+    evaluate = functools.partial(records.evaluate, setup, setup.problems.get("heldout") or [])
 
   def init_params(lm_params, rng):
     # The head is fresh; the backbone is the (warm-started or pretrained) language model.

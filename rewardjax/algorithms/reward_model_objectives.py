@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rewardjax import losses
+from rewardjax.algorithms import process_reward_model as prm
 from rewardjax.algorithms.base import Objective
 from rewardjax.data import tasks, tokenizers
 from rewardjax.models import heads
@@ -277,6 +278,7 @@ class Records:
   arrays: Callable
   rows: Callable
   heldout_arrays: Callable = _pair_arrays
+  evaluate: Callable | None = None
 
 
 def _pair_rows(batch_size, options):
@@ -432,6 +434,8 @@ RECORDS = {
     "ranked": Records(_ranked_records, _ranked_arrays, _ranked_rows),
     "packed": Records(_packed_records, _packed_arrays, _pair_rows),
     "polar": Records(_polar_records, _polar_arrays, _pair_rows, _polar_heldout_arrays),
+    "steps": Records(prm.step_records, prm.step_arrays, prm.step_rows,
+                     evaluate=prm.evaluate),
 }
 
 _KEY = {"key": "the objective's prepare stage (add_step_key: the step's PRNG key per row)"}
@@ -481,6 +485,11 @@ OBJECTIVES = {
     "goal_conditioned": Objective(
         goal_objective, hparams=_BT + ("goal_coefficient", "goal_samples"), needs=_KEY,
         records="pairs", uses_ref=False, prepare=add_step_key),
+    "prm": Objective(
+        prm.prm_objective, records="steps", uses_ref=False,
+        needs={name: "the 'steps' records (data.steps.prm_records: step-labelled solutions of "
+                     "the multi-step task) or a step_labels column" for name in (
+                         "step_positions", "step_labels", "step_mask")}),
     "pointwise": Objective(
         pointwise_objective, records="labelled_pairs", uses_ref=False,
         needs={"labels": "the built-in 'labelled_pairs' records (1 = correct, 0 = wrong) or "

@@ -13,6 +13,7 @@ Formats (`FORMATS`; verifiers in `rewardjax.rewards.verifiers` share the names):
 
     "short"  prompt "12+7="                                        target "19"
     "boxed"  prompt "What is 12+7? ... within \\boxed{}."         target "12+7 = \\boxed{19}"
+    "steps"  prompt "47+8-15:"   target "47+8=55\n55-15=40\n40"   (`rewardjax.data.steps`)
 
 "short" suits the char-level tiny models (one token per character); "boxed" suits instruction
 models (wrap the prompt with `loaders.format_prompts` to apply the chat template).
@@ -45,6 +46,8 @@ LEVELS = (
     # A drill outside the ladder: exactly two 2-digit addends, so about half the questions carry
     # (see `carry_slip`); the RL demo of configs/grpo.py trains on it.
     Level(ops="+", digits=(2, 2), terms=(2, 2)),                               # 47+38
+    # Chains worked one operation per line in format "steps" (`rewardjax.data.steps`).
+    Level(ops="+-", digits=(1, 2), terms=(3, 3)),                              # 47+8-15
 )
 
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -52,6 +55,8 @@ FORMATS = {
     "short": dict(prompt="{question}=", target="{answer}"),
     "boxed": dict(prompt="What is {question}? " + BOXED_INSTRUCTION.replace("{}", "{{}}"),
                   target="{question} = \\boxed{{{answer}}}"),
+    # One operation per line, then the answer (`rewardjax.data.steps.solution` writes targets).
+    "steps": dict(prompt="{question}:", target=None),
 }
 
 
@@ -205,6 +210,10 @@ def sft_examples(items: Sequence[dict], *, fmt: str = "short", slip_rate: float 
   '8+6 = \\\\boxed{14}'
   """
   f = _format(fmt)
+  if fmt == "steps":
+    from rewardjax.data import steps  # noqa: PLC0415 (steps imports this module)
+
+    return steps.sft_examples(items, slip_rate=slip_rate, seed=seed)
   rng = np.random.default_rng([seed, 7])
   examples = []
   for it in items:

@@ -16,6 +16,8 @@ ARITH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "arith")
 # The shipped reward model: configs/reward_model.py from ARITH, exported as
 # Qwen2ForSequenceClassification (the RL-from-a-reward-model configs score with it).
 ARITH_RM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "arith_rm")
+# The shipped process reward model: configs/prm.py from ARITH, on the "steps" task.
+ARITH_PRM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "arith_prm")
 MANIFEST = "rewardjax_manifest.json"
 REBUILD = ("python launch/train.py --config=configs/pretrain.py --workdir=/tmp/pretrain && "
            "python launch/ship_pretrained.py --workdir=/tmp/pretrain")
@@ -50,7 +52,8 @@ def verify(directory: str) -> dict | None:
     FileNotFoundError / ValueError: naming the missing or corrupted file and, for a directory
       with a manifest, the command that rebuilds it.
   """
-  shipped = os.path.realpath(directory) in (os.path.realpath(ARITH), os.path.realpath(ARITH_RM))
+  shipped = os.path.realpath(directory) in tuple(map(os.path.realpath, (ARITH, ARITH_RM,
+                                                                        ARITH_PRM)))
   manifest_path = os.path.join(directory, MANIFEST)
   if not os.path.exists(manifest_path):
     if shipped:

@@ -14,7 +14,8 @@ functions, not callbacks into the loop:
   warmstart_examples  extra {"prompt", "completion"} examples for the supervised warm start.
   evaluate `evaluate(state, tokenizer) -> dict`: extra held-out metrics.
   companion  a second model trained in the same step (`algorithms.base.Companion` with its
-           `make_batch` from the scored rollouts), e.g. Cooper's reward model; or None.
+           `make_batch` from the scored rollouts), e.g. Cooper's reward model, OPRL's implicit
+           PRM; or None.
   rounds   `rounds.RoundOptions` when the paper trains in rounds (its source is then a
            `rounds.RoundSource` and `rewards` is the judge that scores each round's samples);
            the preference algorithm runs them (`rounds.begin_round`); or None.
@@ -30,7 +31,7 @@ from collections.abc import Callable, Sequence
 from rewardjax.data import loaders
 from rewardjax.rewards import composition
 
-RECIPES = ("spark", "cooper", "self_rewarding")
+RECIPES = ("spark", "cooper", "self_rewarding", "oprl")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,10 @@ rewards. Each is a `composition.Term`, composed with weights by the config's `re
                  of the frozen starting policy (or the current one)
   win_rate       self-play SPO (arXiv 2401.04056, §3): each rollout's win rate against the
                  other samples of its prompt under a preference comparator, no reward model
+  format         1 if the completion has the task format's shape (`verifiers.format_reward`)
+  prm, implicit_prm, consistency
+                 process rewards per step (`rewards.process`): a PRM's step scores refined by
+                 Clip / Delta, OPRL's implicit PRM, R1-Reward's consistency
 
 Model-scored terms run one jitted forward over the whole batch on the mesh (bucketed shapes, so
 few compilations); only tokenisation and text parsing run on the host. A text longer than
@@ -36,9 +40,10 @@ from flax import nnx
 from rewardjax import rollouts, sharding
 from rewardjax.data import tokenizers
 from rewardjax.kernels import logprobs as logprobs_lib
-from rewardjax.rewards import composition, judge_scores, logprob, verifiers
+from rewardjax.rewards import composition, judge_scores, logprob, process, verifiers
 
-SOURCES = ("verifier", "reward_model", "judge", "sar", "coherent", "endogenous", "win_rate")
+SOURCES = ("verifier", "format", "reward_model", "judge", "sar", "coherent", "endogenous",
+           "win_rate", "prm", "implicit_prm", "consistency")
 PREFERENCES = ("verifier", "closeness")
 JUDGE_READS = ("probability", "parsed")
 
@@ -62,6 +67,10 @@ class RewardOptions:
   alpha: the endogenous reward's soft-Q temperature.
   preference: win_rate's comparator: "verifier" (a right answer beats a wrong one) or
     "closeness" (the answer nearer the true one wins); ties count 1/2.
+  prm: the process reward model's directory ("" = the shipped `pretrained.ARITH_PRM`).
+  prm_mechanism: "sum" | "clip" | "delta" | "clip_delta" (`process.refine`).
+  prm_eta: Clip's threshold eta.
+  implicit_prm_beta: OPRL's beta in r = beta log pi_phi / pi_old.
   """
   terms: str = "verifier"
   reward_model: str = ""
@@ -76,6 +85,10 @@ class RewardOptions:
   endogenous_model: str = "reference"
   alpha: float = 1.0
   preference: str = "closeness"
+  prm: str = ""
+  prm_mechanism: str = "sum"
+  prm_eta: float = 0.5
+  implicit_prm_beta: float = 0.05
 
 
 def parse_terms(spec: str) -> list[tuple[str, float]]:
@@ -403,6 +416,11 @@ def composition_from_options(options: RewardOptions, *, tokenizer, mesh, fmt: st
       "coherent": lambda: coherent_term(options, mesh=mesh),
       "endogenous": lambda: endogenous_term(options, mesh=mesh),
       "win_rate": lambda: win_rate_term(options, fmt=fmt, group_size=group_size),
+      "format": lambda: lambda s: np.array([verifiers.format_reward(t, fmt) for t in s.texts],
+                                           np.float32),
+      "prm": lambda: process.prm_term(options, tokenizer=tokenizer, mesh=mesh),
+      "implicit_prm": lambda: process.implicit_prm_term(options, mesh=mesh),
+      "consistency": lambda: process.consistency_term(fmt),
   }
   uses_ref = {"coherent", "endogenous"} if options.endogenous_model == "reference" else {
       "coherent"}

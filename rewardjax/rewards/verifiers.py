@@ -21,7 +21,7 @@ from fractions import Fraction
 import numpy as np
 from jaxtyping import Float
 
-ANSWER_FORMATS = ("boxed", "short")
+ANSWER_FORMATS = ("boxed", "short", "steps")
 
 # `\box{` and `\boxed{` (with optional spaces before the brace); `\boxplus` etc. do not match.
 _BOX_RE = re.compile(r"\\box(?:ed)?\s*\{")
@@ -70,6 +70,9 @@ def extract_answer(text: str, fmt: str) -> str | None:
   if fmt == "short":
     lines = text.strip().splitlines()
     return lines[0].strip() if lines and lines[0].strip() else None
+  if fmt == "steps":  # the last line (`rewardjax.data.steps`)
+    answer = text.split("\n")[-1].strip()
+    return answer or None
   raise ValueError(f"unknown answer format {fmt!r}; valid formats: {ANSWER_FORMATS}")
 
 
@@ -168,6 +171,10 @@ def format_reward(completion: str, fmt: str = "boxed") -> float:
   """
   if fmt == "short":
     return float(parse_number(completion) is not None)
+  if fmt == "steps":
+    from rewardjax.data import steps  # noqa: PLC0415 (data imports no rewards module)
+
+    return float(steps.well_formed(completion))
   return float(bool(extract_answer(completion, fmt)))
 
 
