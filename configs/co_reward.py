@@ -1,0 +1,39 @@
+"""Co-Reward / Co-rewarding: label-free RL from another view's majority vote (arXiv 2508.00410,
+v1 §3 Eq. 6-8 and v2 "Co-rewarding-I/II"; official code tmlr-group/Co-Reward and
+tmlr-group/Co-rewarding). Every step trains on 8 questions of the 2-digit addition drill
+(difficulty 6, where the shipped model drops the carry on about half its carry questions) and
+their commuted rewrites ("47+38=" / "38+47="); GRPO on the vote reward of `variant`
+(`recipes/co_reward.py`):
+
+  co_reward      each view rewarded by its partner's majority vote (Co-rewarding-I)
+  ema_teacher    by the majority of an EMA teacher's G answers to the same question (II); the
+                 teacher is the synchronised reference (algo.sync_ref_model, alpha 0.01 -> 1e-5)
+  combined       by the EMA teacher's majority on the partner view (III)
+  majority_vote  by its own group's majority (the self-consistency baseline that collapses)
+  verifier       GRPO on the verifier, the same pairs and schedule (the with-labels comparator)
+
+No answer label is read in training (the verifier and the pseudo-label accuracy are logged
+with weight 0); held-out accuracy is the true one.
+
+    python launch/train.py --config=configs/co_reward.py --workdir=/tmp/co_reward
+    python launch/train.py --config=configs/co_reward.py:variant=majority_vote --workdir=/tmp/mv
+"""
+
+from configs import grpo
+
+VARIANTS = ("co_reward", "ema_teacher", "combined", "majority_vote", "verifier")
+# Co-rewarding-II's teacher: ref <- a * policy + (1 - a) * ref every step, a cosine-annealed
+# from 0.01 to 1e-5 over the run (official run_corewarding-II.sh).
+EMA_TEACHER = dict(sync_ref_model=True, ref_model_sync_steps=1, ref_model_mixup_alpha=0.01,
+                   ref_model_mixup_alpha_end=1e-5)
+
+
+def get_config(arg=None):
+  arg, c = grpo.with_reward_variants(arg, VARIANTS, "co_reward")
+  c.recipe = "co_reward"
+  c.recipe_args.update(dict(mode=arg.variant, style="commute", teacher_temperature=1.0))
+  if arg.variant in ("ema_teacher", "combined"):
+    c.algo.update(EMA_TEACHER)
+  if not arg.smoke and arg.size == "tiny":
+    c.data.update(difficulty=6)
+  return c
