@@ -121,9 +121,9 @@ class VoteReward:
     """G answers of the teacher (`state.ref_params`) to each prompt of `order` ([P] row-group
     indices), sampled like the policy's (same prompts' tokens, same length)."""
     a, state = scored.arrays, scored.state
-    if state.ref_params is None:
-      raise ValueError(f"co_reward mode={self.mode!r} samples the EMA teacher "
-                       "state.ref_params; set --config.algo.sync_ref_model=True")
+    if state.ref_params is None:  # the term is `uses_ref`, so the state carries one
+      raise ValueError(f"co_reward mode={self.mode!r} samples the teacher state.ref_params, "
+                       "which this state does not carry")
     prompt_length = a["prompt_mask"].shape[1]
     heads = np.arange(0, len(scored.texts), group_size)[order]
     step = int(jax.device_get(state.step))
@@ -209,6 +209,9 @@ def make_recipe(args: dict, *, stream, problems: dict, fmt: str, seed: int, rewa
   if args["mode"] == "verifier":  # the comparator: labels train; the self-vote is logged
     terms = (*rewards.terms, composition.Term("votes", vote, 0.0), *diagnostics)
   else:  # no label is read: the verifier is logged with weight 0
-    terms = (composition.Term("votes", vote, 1.0), composition.Term(
+    # A teacher mode reads the reference: with algo.sync_ref_model it is the EMA teacher,
+    # without it the frozen starting policy (an ablation).
+    terms = (composition.Term("votes", vote, 1.0, uses_ref=args["mode"] in TEACHER_MODES),
+             composition.Term(
         "verifier", composition.verifier(fmt).fn, 0.0), *diagnostics)
   return Recipe(source=source, rewards=composition.Composition(terms))
