@@ -48,6 +48,10 @@ def test_rewrites_keep_the_answer(difficulty):
   spaced, none_dropped = analogies.pair_records(records, style="spaced")
   assert none_dropped == 0
   assert all(analogies.evaluate(y["question"]) == int(y["answer"]) for _, y in spaced)
+  rebalanced, _ = analogies.pair_records(records, style="rebalance")
+  for x, y in rebalanced:
+    assert analogies.evaluate(y["question"]) == int(x["answer"])
+    assert tasks.carry_slip(y["question"], int(y["answer"])) is None or "-" in y["question"]
 
 
 def test_questions_without_a_partner_are_dropped_and_counted():

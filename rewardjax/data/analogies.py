@@ -13,6 +13,11 @@ expression grammar (`tasks.make_problem`): number (op number)*, "*" binding tigh
              "(12+34)*5-6" -> "5*(34+12)-6"); inside brackets the same rule applies
   "spaced"   one space around every operator ("47+38" -> "47 + 38"): the char-level tokenizer
              has the space, but the shipped model never saw one (out of its distribution)
+  "rebalance"  beyond the paper (an equivalent question, not a rephrasing): a two-operand sum
+             whose ones digits carry moves the first operand to the next multiple of ten
+             ("47+38" -> "50+35", no carry left); other questions are commuted. The commuted
+             view keeps the ones digits that cause the shipped model's carry slip, so its errors
+             are correlated with the original's; this view's are not
 
 A question whose rewrite is itself (nothing commutes: "47-8", "5+5") has no analogical partner:
 `pair_records` drops it and counts it, never an error.
@@ -23,7 +28,7 @@ from collections.abc import Sequence
 
 from rewardjax.data import tasks
 
-STYLES = ("commute", "spaced")
+STYLES = ("commute", "spaced", "rebalance")
 _TOKEN_RE = re.compile(r"\d+|[-+*()]")
 
 
@@ -84,13 +89,18 @@ def rewrite(question: str, style: str = "commute") -> str | None:
 
   >>> rewrite("47+38"), rewrite("12+3*4"), rewrite("(12+34)*5-6"), rewrite("47-8")
   ('38+47', '4*3+12', '5*(34+12)-6', None)
-  >>> rewrite("47-8", "spaced")
-  '47 - 8'
+  >>> rewrite("47-8", "spaced"), rewrite("47+38", "rebalance"), rewrite("41+38", "rebalance")
+  ('47 - 8', '50+35', '38+41')
   """
   if style not in STYLES:
     raise ValueError(f"unknown rewrite style {style!r}; valid: {STYLES}")
   tokens = _tokens(question)
-  if style == "spaced":
+  a, plus, b = question.partition("+")
+  if style == "rebalance" and plus and a.isdigit() and b.isdigit() and (
+      int(a) % 10 + int(b) % 10 >= 10):
+    shift = 10 - int(a) % 10  # b % 10 >= shift, so b - shift borrows nothing
+    out = f"{int(a) + shift}+{int(b) - shift}"
+  elif style == "spaced":
     out = "".join(f" {t} " if t in "+-*" else t for t in tokens).replace("( ", "(")
   else:
     out = _commute(tokens)
