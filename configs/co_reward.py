@@ -13,10 +13,15 @@ their commuted rewrites ("47+38=" / "38+47="); GRPO on the vote reward of `varia
   verifier       GRPO on the verifier, the same pairs and schedule (the with-labels comparator)
 
 No answer label is read in training (the verifier and the pseudo-label accuracy are logged
-with weight 0); held-out accuracy is the true one.
+with weight 0); held-out accuracy is the true one. `style=` picks the rewrite
+(`data/analogies.py`): "commute" (default), "spaced", or "rebalance" (beyond the paper: an
+equivalent carry-free sum, "47+38=" / "50+35=", whose errors are not correlated with the
+original's).
 
     python launch/train.py --config=configs/co_reward.py --workdir=/tmp/co_reward
     python launch/train.py --config=configs/co_reward.py:variant=majority_vote --workdir=/tmp/mv
+    python launch/train.py --config=configs/co_reward.py:variant=co_reward,style=rebalance \
+        --workdir=/tmp/co_reward_rebalance
 """
 
 from configs import grpo
@@ -29,9 +34,9 @@ EMA_TEACHER = dict(sync_ref_model=True, ref_model_sync_steps=1, ref_model_mixup_
 
 
 def get_config(arg=None):
-  arg, c = grpo.with_reward_variants(arg, VARIANTS, "co_reward")
+  arg, c = grpo.with_reward_variants(arg, VARIANTS, "co_reward", style="commute")
   c.recipe = "co_reward"
-  c.recipe_args.update(dict(mode=arg.variant, style="commute", teacher_temperature=1.0))
+  c.recipe_args.update(dict(mode=arg.variant, style=arg.style, teacher_temperature=1.0))
   if arg.variant in ("ema_teacher", "combined"):
     c.algo.update(EMA_TEACHER)
   if not arg.smoke and arg.size == "tiny":
