@@ -12,7 +12,7 @@ chosen by `mode`:
                  arXiv 2504.16084; the collapse the paper is about: a confident wrong answer
                  rewards itself)
   co_reward      v = the majority of the partner view's group (I: x's rollouts are rewarded by
-                 x'’s vote and vice versa, "cross-referring", Eq. 8)
+                 the vote on x' and vice versa, "cross-referring", Eq. 8)
   ema_teacher    v = the majority of G answers the EMA teacher samples for the same question
                  (II: the teacher is the synchronised reference `state.ref_params`, the GRPO
                  algo block's `sync_ref_model`; official `co_rewarding_II.py`)
