@@ -1,6 +1,6 @@
 """Analogical rewrites of the built-in task's questions: same answer, different surface.
 
-Co-Reward (arXiv 2508.00410, §3.1, Eq. 6) pairs every training question x with a semantically
+Co-Reward (arXiv 2508.00410 v1, Eq. 6) pairs every training question x with a semantically
 equivalent rephrasing x' and lets each view's majority vote reward the other. The paper asks a
 stronger LLM (Qwen3-32B) for the rephrasing (official code tmlr-group/Co-Reward
 `coreward/rewrite_questions.py`); here it is a pure, deterministic program over the task's
@@ -85,7 +85,7 @@ def rewrite(question: str, style: str = "commute") -> str | None:
     The rewritten expression, or None.
 
   References:
-    Co-Reward, arXiv 2508.00410, §3.1 (analogy-invariant rephrasings).
+    Co-Reward, arXiv 2508.00410 v1, Eq. 6 (analogy-invariant rephrasings).
 
   >>> rewrite("47+38"), rewrite("12+3*4"), rewrite("(12+34)*5-6"), rewrite("47-8")
   ('38+47', '4*3+12', '5*(34+12)-6', None)

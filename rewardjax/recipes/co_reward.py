@@ -1,6 +1,6 @@
 """Co-Reward / Co-rewarding: label-free RL whose pseudo-labels come from another view.
 
-Co-Reward (arXiv 2508.00410 v1, §3, Eq. 6-8; official code tmlr-group/Co-Reward
+Co-Reward (arXiv 2508.00410 v1, Eq. 6-8; official code tmlr-group/Co-Reward
 `coreward/verl/workers/reward_manager/co_reward.py`) and its later version Co-rewarding
 (arXiv 2508.00410 v2-v3; official code tmlr-group/Co-rewarding, `Co-rewarding-I/` and
 `Co-rewarding-II/`). No answer label is read: every step's prompts are question / rewrite pairs
@@ -17,8 +17,9 @@ chosen by `mode`:
                  (II: the teacher is the synchronised reference `state.ref_params`, the GRPO
                  algo block's `sync_ref_model`; official `co_rewarding_II.py`)
   combined       v = the majority of G answers the EMA teacher samples for the partner view
-                 (III: official Co-rewarding-II with `data.use_aug=True` hands the rephrased
-                 batch to the teacher's rollout, `ray_trainer_coreward.py`)
+                 (III, the v3 abstract's "orthogonally combined version": official
+                 Co-rewarding-II with `data.use_aug=True` hands the rephrased batch to the
+                 teacher's rollout, `ray_trainer_coreward.py`)
   verifier       the ordinary verifier reward on the same pairs (the with-labels comparator)
 
 Official details kept: exact string match of extracted answers, empty answers never vote,

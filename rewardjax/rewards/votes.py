@@ -1,7 +1,7 @@
 """Majority votes over a prompt's group of answers, and agreement rewards against a vote.
 
 The label-free rewards of Co-Reward (arXiv 2508.00410, Eq. 7-8) and of test-time RL's
-self-majority baseline (TTRL, arXiv 2504.16084, §3): a group's pseudo-label is the most frequent
+self-majority baseline (TTRL, arXiv 2504.16084): a group's pseudo-label is the most frequent
 extracted answer of its G rollouts, and a rollout is rewarded 1 when its answer equals the
 pseudo-label the recipe routes to it (its own group's, its analogical partner's, or a teacher's).
 
