@@ -159,12 +159,12 @@ class VoteReward:
       metrics["teacher_policy_agreement"] = float(np.mean(
           [v != "" and v == o for v, o in zip(labels, own)]))
     metrics["empty_labels"] = float(np.mean([v == "" for v in labels]))
-    self._last = (scored, labels, group_size)
+    self._last = (scored.texts, labels, group_size)  # not the state: it is donated next
     return votes.agreement_rewards(answers, labels, group_size), metrics
 
   def pseudo_label_accuracy(self, scored: composition.Scored):
     """1 on the rows whose prompt's pseudo-label is the true answer (reads labels: weight 0)."""
-    if self._last is None or self._last[0] is not scored:
+    if self._last is None or self._last[0] is not scored.texts:
       raise ValueError("pseudo_label runs after the votes term, on the same batch")
     _, labels, group_size = self._last
     truths = [it["answer"] for it in scored.items[::group_size]]
