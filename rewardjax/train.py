@@ -144,7 +144,8 @@ def make_job(config: ml_collections.ConfigDict, mesh) -> Job:
                                     max_new_tokens=r.max_new_tokens, temperature=r.temperature,
                                     top_p=r.top_p, top_k=r.top_k),
       problems=problems, records=records, recipe=recipe, batch_size=config.train.batch_size,
-      eval_batch_size=config.train.eval_batch_size, seed=config.seed)
+      eval_batch_size=config.train.eval_batch_size, seed=config.seed,
+      train_steps=config.train.steps)
   program = algorithm.build(config.algo, setup)
   if recipe.rounds is not None and program.rounds is None:
     raise ValueError(f"recipe={config.recipe!r} trains in rounds of preference pairs, which "

@@ -7,10 +7,13 @@ respect to `state.params` only, and the optimizer is applied. `train.py` jits th
 explicit shardings and `donate_argnames=("state",)`.
 """
 
+import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -60,9 +63,62 @@ def apply_gradients(state, grads, loss, metrics) -> tuple[Any, dict]:
   return state, metrics
 
 
+@dataclasses.dataclass(frozen=True)
+class RefSync:
+  """Reference synchronisation (TRL `sync_ref_model`; TR-DPO, arXiv 2404.09656, §3).
+
+  Every `every` updates, ref <- alpha * params + (1 - alpha) * ref (an exponential moving
+  average of the policy: a slowly-updated teacher). alpha is `alpha`, or, when `alpha_end` > 0,
+  cosine-annealed from `alpha` to `alpha_end` over `total` updates (Co-rewarding-II, official
+  tmlr-group/Co-rewarding `fsdp_vllm.py::update_alpha`).
+  """
+  alpha: float
+  every: int
+  alpha_end: float = 0.0
+  total: int = 0
+
+  def alpha_at(self, step):
+    """alpha(t) = alpha_end + (alpha - alpha_end) * (1 + cos(pi * t / total)) / 2, t clipped to
+    [0, total]; the constant alpha without annealing."""
+    if not self.alpha_end:
+      return jnp.float32(self.alpha)
+    t = jnp.clip(step, 0, max(self.total, 1)).astype(jnp.float32)
+    return jnp.float32(self.alpha_end) + 0.5 * jnp.float32(self.alpha - self.alpha_end) * (
+        1.0 + jnp.cos(jnp.float32(math.pi) * t / max(self.total, 1)))
+
+
+def sync_reference(ref_params, params, step: jax.Array, sync: RefSync):
+  """`ref_params` moved towards `params` when `step` % sync.every == 0, else unchanged.
+
+  ref' = alpha(step) * params + (1 - alpha(step)) * ref on synchronising steps (float32 math,
+  cast back to each leaf's dtype); jittable (`jnp.where`, no host branch).
+
+  Args:
+    ref_params: the reference pytree.
+    params: the policy pytree, same structure.
+    step: scalar int, the number of updates applied (TrainState.step after the update).
+    sync: alpha, period and annealing (`RefSync`).
+
+  Returns:
+    (new ref pytree, alpha applied: a float32 scalar, 0 on steps that do not synchronise).
+
+  References:
+    TR-DPO, arXiv 2404.09656, §3 ("soft update"); TRL `SyncRefModelCallback`
+    (`ref_model_mixup_alpha`, `ref_model_sync_steps`).
+  """
+  alpha = jnp.where(step % sync.every == 0, sync.alpha_at(step), 0.0).astype(jnp.float32)
+
+  def mix(r, p):
+    return (alpha * p.astype(jnp.float32) + (1.0 - alpha) * r.astype(jnp.float32)).astype(
+        r.dtype)
+
+  return jax.tree.map(mix, ref_params, params), alpha
+
+
 def update(state: TrainState, batch: Any, rng: jax.Array, *, loss: Callable,
            companion_loss: Callable | None = None,
-           companion_name: str = "companion") -> tuple[TrainState, dict]:
+           companion_name: str = "companion",
+           ref_sync: RefSync | None = None) -> tuple[TrainState, dict]:
   """The update step: `loss(model, batch)` under value_and_grad w.r.t. `state.params`.
 
   `loss` is an objective with its hyper-parameters bound (`algorithms.base.bind`). Forward
@@ -73,6 +129,9 @@ def update(state: TrainState, batch: Any, rng: jax.Array, *, loss: Callable,
   batch.companion)` is differentiated w.r.t. the companion's params and applied with its own
   optimizer. Both gradients are taken at the step's starting params (the two models share no
   parameters). The companion's metrics are "<companion_name>/<metric>".
+
+  With `ref_sync`, the reference is then moved towards the updated params (`sync_reference`,
+  metric "ref_sync/alpha"); without it the step is unchanged, bit for bit.
   """
   del rng
   policy_batch = batch if companion_loss is None else batch.policy
@@ -82,6 +141,10 @@ def update(state: TrainState, batch: Any, rng: jax.Array, *, loss: Callable,
 
   (value, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
   new_state, metrics = apply_gradients(state, grads, value, metrics)
+  if ref_sync is not None:
+    ref, alpha = sync_reference(new_state.ref_params, new_state.params, new_state.step, ref_sync)
+    new_state = new_state.replace(ref_params=ref)
+    metrics["ref_sync/alpha"] = alpha
   if companion_loss is None:
     return new_state, metrics
   c = state.companion

@@ -13,7 +13,7 @@ ROUND_CONFIGS = ("self_rewarding", "cream", "temporal_sr", "dno", "online_dpo", 
 # The process-reward configs on the multi-step task.
 PROCESS_CONFIGS = ("clip_delta", "oprl", "stable_reinforce")
 MODEL_REWARD_CONFIGS = ("ppo", "rlhf", "cooper", "sar", "ssr_zero", "endogenous",
-                        "self_rewarding_ppo", "spo") + ROUND_CONFIGS + PROCESS_CONFIGS
+                        "self_rewarding_ppo", "spo", "co_reward") + ROUND_CONFIGS + PROCESS_CONFIGS
 CONFIGS = ("grpo", "dpo", "reward_model", "sft", "spark", "pretrain", "prm") + MODEL_REWARD_CONFIGS
 
 
@@ -61,6 +61,11 @@ PROGRAMS = {
     ("spo", "spo"): (None, ["win_rate", "verifier"], False),
     ("spo", "verifier_comparator"): (None, ["win_rate", "verifier"], False),
     ("spo", "verifier"): (None, ["verifier"], False),
+    ("co_reward", "co_reward"): (None, ["votes", "verifier", "pseudo_label"], False),
+    ("co_reward", "majority_vote"): (None, ["votes", "verifier", "pseudo_label"], False),
+    ("co_reward", "ema_teacher"): (None, ["votes", "verifier", "pseudo_label"], True),
+    ("co_reward", "combined"): (None, ["votes", "verifier", "pseudo_label"], True),
+    ("co_reward", "verifier"): (None, ["verifier", "votes", "pseudo_label"], False),
     ("self_rewarding", None): (None, ["judge", "verifier"], False),
     ("cream", None): (None, ["judge", "verifier"], False),
     ("temporal_sr", None): (None, ["judge", "verifier"], False),

@@ -64,6 +64,7 @@ class Setup:
   eval_batch_size: int
   seed: int
   chunk_size: int = 1024           # vocab rows per chunk of the log-prob kernel
+  train_steps: int = 0             # steps of the run (schedules inside a step, e.g. ref sync)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,7 +46,12 @@ DEFAULTS = dict(
     tis_cap=0.0,                 # truncated importance sampling cap (verl); 0 = off
     num_iterations=1, num_minibatches=1,
     dynamic_sampling=False, max_resample_rounds=4,   # DAPO
-    overlong_buffer=0, overlong_penalty=1.0)         # DAPO soft overlong punishment
+    overlong_buffer=0, overlong_penalty=1.0,         # DAPO soft overlong punishment
+    # Reference sync (TRL sync_ref_model; TR-DPO): every ref_model_sync_steps updates,
+    # ref <- alpha * params + (1 - alpha) * ref; alpha cosine-annealed to
+    # ref_model_mixup_alpha_end over the run when that is > 0 (Co-rewarding-II's EMA teacher).
+    sync_ref_model=False, ref_model_mixup_alpha=0.6, ref_model_sync_steps=512,
+    ref_model_mixup_alpha_end=0.0)
 
 ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "process", "oprl")
 # Token advantages from a process term's step rewards (`rewards.process`).
@@ -105,20 +110,37 @@ OBJECTIVES = {name: base.Objective(policy_objective, hparams=_HPARAMS)
               for name in losses.GRPO_LOSS_TYPES}
 
 
+def ref_sync(options, total_updates: int) -> update.RefSync | None:
+  """The reference sync of the algo block (`update.RefSync`), or None when it is off."""
+  if not options["sync_ref_model"]:
+    return None
+  if options["ref_model_sync_steps"] < 1 or not 0.0 < options["ref_model_mixup_alpha"] <= 1.0:
+    raise ValueError(f"grpo: sync_ref_model needs ref_model_sync_steps >= 1 and 0 < "
+                     f"ref_model_mixup_alpha <= 1, got {options['ref_model_sync_steps']} and "
+                     f"{options['ref_model_mixup_alpha']}")
+  return update.RefSync(alpha=float(options["ref_model_mixup_alpha"]),
+                        every=int(options["ref_model_sync_steps"]),
+                        alpha_end=float(options["ref_model_mixup_alpha_end"]),
+                        total=int(total_updates))
+
+
 def make_step(options, *, max_completion_length: int, chunk_size: int = 1024,
-              companion: base.Companion | None = None) -> Callable:
+              companion: base.Companion | None = None, total_updates: int = 0) -> Callable:
   """The pure GRPO-family update `(state, RolloutBatch, rng) -> (state, metrics)`; with a
   recipe's `companion` (Cooper's reward model), `(state, CoupledBatch, rng)` updating both.
+  With `sync_ref_model`, the step also moves the reference (`ref_sync`; `total_updates` is the
+  length of alpha's annealing).
 
   The one place the policy step is wired (trainer, benchmarks and tests call it).
   """
   obj = base.objective(OBJECTIVES, options["loss_type"], "grpo")
   loss = functools.partial(base.bind(obj, options), max_completion_length=max_completion_length,
                            chunk_size=chunk_size)
+  sync = {} if not options["sync_ref_model"] else {"ref_sync": ref_sync(options, total_updates)}
   if companion is None:
-    return functools.partial(update.update, loss=loss)
+    return functools.partial(update.update, loss=loss, **sync)
   return functools.partial(update.update, loss=loss, companion_loss=companion.loss,
-                           companion_name=companion.name)
+                           companion_name=companion.name, **sync)
 
 
 # ---- batch stages --------------------------------------------------------------------------
@@ -375,8 +397,15 @@ def build(options, setup: base.Setup) -> base.Program:
     raise ValueError(f"grpo: recipe {type(setup.recipe.source).__name__} trains a companion "
                      f"model, whose rows do not split into num_minibatches="
                      f"{options.num_minibatches}; use 1")
+  if options.dynamic_sampling and not getattr(setup.recipe.source, "resamples", True):
+    raise ValueError(f"grpo: dynamic_sampling draws extra prompts and drops groups, which the "
+                     f"source {type(setup.recipe.source).__name__} refuses (its prompts are "
+                     f"aligned across rows, e.g. Co-Reward's question / rewrite pairs); set "
+                     f"--config.algo.dynamic_sampling=False")
   step = make_step(options, max_completion_length=setup.sampling.max_new_tokens,
-                   chunk_size=setup.chunk_size, companion=companion)
+                   chunk_size=setup.chunk_size, companion=companion,
+                   total_updates=setup.train_steps * options.num_iterations
+                   * options.num_minibatches)
   score_fn = jax.jit(functools.partial(
       update.score_rollouts, completion_length=setup.sampling.max_new_tokens,
       chunk_size=setup.chunk_size), static_argnames=("graphdef",))
@@ -393,11 +422,11 @@ def build(options, setup: base.Setup) -> base.Program:
       make_batch=functools.partial(rollout_batch, setup=setup, options=options,
                                    score_fn=score_fn, advantage_fn=advantage_fn),
       step=step, evaluate=evaluate,
-      # A reference for the KL in the loss, or in REINFORCE++'s reward.
-      # (or for a reward term that reads the frozen starting policy).
+      # A reference for the KL in the loss, or in REINFORCE++'s reward
+      # (or for a reward term that reads it, or a synchronised reference: an EMA teacher).
       with_ref=options.beta > 0 or (options.advantage == "reinforce_pp"
                                     and options.reward_kl_coef > 0)
-      or setup.recipe.rewards.uses_reference,
+      or setup.recipe.rewards.uses_reference or options.sync_ref_model,
       rows_per_update=setup.batch_size * setup.sampling.num_generations
       // options.num_minibatches,
       num_minibatches=options.num_minibatches, num_iterations=options.num_iterations,

@@ -9,7 +9,9 @@ functions, not callbacks into the loop:
            `observe(rollouts, step)` receives that step's finished, scored rollouts (e.g. to
            recycle them into new prompts); `followup(step)` names one more batch to train in
            the same step ("" = none; its `prompts` are then that batch's, e.g. SPARK's judge
-           period); `state_dict()` / `load_state()` checkpoint it.
+           period); `state_dict()` / `load_state()` checkpoint it. A source whose prompts
+           are aligned across rows (Co-Reward's question / rewrite pairs) sets
+           `resamples = False`, and GRPO then refuses DAPO dynamic sampling.
   rewards  a `rewards.composition.Composition` (weighted, individually logged terms).
   warmstart_examples  extra {"prompt", "completion"} examples for the supervised warm start.
   evaluate `evaluate(state, tokenizer) -> dict`: extra held-out metrics.
@@ -31,7 +33,7 @@ from collections.abc import Callable, Sequence
 from rewardjax.data import loaders
 from rewardjax.rewards import composition
 
-RECIPES = ("spark", "cooper", "self_rewarding", "oprl")
+RECIPES = ("spark", "cooper", "self_rewarding", "co_reward", "oprl")
 
 
 @dataclasses.dataclass(frozen=True)
