@@ -5,7 +5,8 @@
     python launch/train.py --config=configs/clip_delta.py:variant=sum --workdir=/tmp/prm_sum
 
 GRPO on the multi-step task (`configs/prm.py: steps_policy`) with the success reward (the
-verifier, at the last token) plus alpha times the shipped PRM's refined step rewards
+verifier, at the last token) plus alpha (0.2: the outcome stays the main signal; the paper
+gives no value) times the shipped PRM's refined step rewards
 (`rewards.process.refine`), each at its step's last token; token advantages are the
 return-to-go minus the group's mean return (`advantages.process_advantages`: PPO's with
 gamma = lambda = 1 and the group mean as the value), so a step sequence is pushed exactly by
@@ -30,7 +31,7 @@ VARIANTS = ("clip_delta", "sum", "clip", "delta", "outcome")
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, choices={"variant": VARIANTS}, variant="clip_delta",
-                         smoke=False, ppo=False, alpha=1.0, eta=0.5)
+                         smoke=False, ppo=False, alpha=0.2, eta=0.5)
   algorithm = "ppo" if arg.ppo else "grpo"
   c = base.get_config(smoke=arg.smoke, algorithm=algorithm)
   prm.steps_policy(c, smoke=arg.smoke)
