@@ -36,20 +36,9 @@ from rewardjax.rewards import composition
 RECIPES = ("spark", "cooper", "self_rewarding", "co_reward", "oprl")
 
 
-@dataclasses.dataclass(frozen=True)
-class RecordStream:
-  """The default prompt source: `batch_size` records per step, reshuffled every epoch.
-
-  Round r > 0 (extra prompts for DAPO dynamic sampling) draws from an independent order.
-  """
-  records: Sequence[dict]
-  batch_size: int
-  seed: int
-
-  def prompts(self, step: int, round_index: int = 0) -> list[dict]:
-    indices = loaders.batch_indices(len(self.records), self.batch_size,
-                                    seed=self.seed + 1000 * round_index, step=step)
-    return [self.records[i] for i in indices.tolist()]
+class StatelessSource:
+  """The PromptSource methods of a source that keeps no state and observes nothing; a source
+  dataclass inherits them and defines `prompts`."""
 
   def observe(self, rollouts: Sequence[dict], step: int) -> None:
     del rollouts, step
@@ -63,6 +52,22 @@ class RecordStream:
 
   def load_state(self, state: dict) -> None:
     del state
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordStream(StatelessSource):
+  """The default prompt source: `batch_size` records per step, reshuffled every epoch.
+
+  Round r > 0 (extra prompts for DAPO dynamic sampling) draws from an independent order.
+  """
+  records: Sequence[dict]
+  batch_size: int
+  seed: int
+
+  def prompts(self, step: int, round_index: int = 0) -> list[dict]:
+    indices = loaders.batch_indices(len(self.records), self.batch_size,
+                                    seed=self.seed + 1000 * round_index, step=step)
+    return [self.records[i] for i in indices.tolist()]
 
 
 def _no_eval(state, tokenizer) -> dict:

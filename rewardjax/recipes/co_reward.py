@@ -47,7 +47,7 @@ import numpy as np
 
 from rewardjax import rollouts, sharding
 from rewardjax.data import analogies, loaders, tokenizers
-from rewardjax.recipes import Recipe
+from rewardjax.recipes import Recipe, StatelessSource
 from rewardjax.rewards import composition, votes
 
 MODES = ("co_reward", "ema_teacher", "combined", "majority_vote", "verifier")
@@ -56,7 +56,7 @@ DEFAULTS = dict(mode="co_reward", style="commute", teacher_temperature=1.0)
 
 
 @dataclasses.dataclass(frozen=True)
-class PairedSource:
+class PairedSource(StatelessSource):
   """P = `batch_size` prompts a step: P / 2 training questions, each followed by its rewrite
   (rows p and p ^ 1 are partners), reshuffled every epoch (`loaders.batch_indices`).
 
@@ -75,19 +75,6 @@ class PairedSource:
     indices = loaders.batch_indices(len(self.pairs), self.batch_size // 2, seed=self.seed,
                                     step=step)
     return [dict(item, pair=i) for i in indices.tolist() for item in self.pairs[i]]
-
-  def observe(self, rollouts_: Sequence[dict], step: int) -> None:
-    del rollouts_, step
-
-  def followup(self, step: int) -> str:
-    del step
-    return ""
-
-  def state_dict(self) -> dict:
-    return {}
-
-  def load_state(self, state: dict) -> None:
-    del state
 
 
 def check_pairs(items: Sequence[dict], group_size: int) -> int:
