@@ -67,6 +67,7 @@ class RolloutBatch:
   ref_logprobs: Any      # [B, T] log-probs under the reference policy
   advantages: Any        # [B] per sequence, or [B, T] per token (REINFORCE++)
   sampler_logprobs: Any  # [B, T] log-probs the sampler reported (== old_logprobs without TIS)
+  kl_weights: Any = None  # [B] multiplier of the KL coefficient per row (None = 1; two-attempt)
 
 
 @flax.struct.dataclass
