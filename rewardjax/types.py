@@ -71,6 +71,15 @@ class RolloutBatch:
 
 
 @flax.struct.dataclass
+class DistillationBatch:
+  """The student's own sampled completions with a teacher's full next-token distributions."""
+  tokens: Any            # [B, S+T] prompt + completion (the student's context)
+  attention_mask: Any    # [B, S+T]
+  completion_mask: Any   # [B, T] 1 = completion token that counts in the loss
+  teacher_logprobs: Any  # [B, T, V] log-probs of the teacher at each completion position
+
+
+@flax.struct.dataclass
 class PreferenceBatch:
   """Pairs for the DPO family, stacked: rows [0, B) are chosen, rows [B, 2B) rejected.
 
