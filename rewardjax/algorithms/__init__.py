@@ -13,8 +13,7 @@ defaults, its table of objectives (chosen by `loss_type`), the kind of records i
                 (`self_distillation.py`)
 """
 
-from rewardjax.algorithms import (base, grpo, ppo, preference, reward_model,
-                                  self_distillation, sft)
+from rewardjax.algorithms import base, grpo, ppo, preference, reward_model, self_distillation, sft
 
 ALGORITHMS = {a.name: a for a in (grpo.ALGORITHM, ppo.ALGORITHM, preference.ALGORITHM,
                                   reward_model.ALGORITHM, sft.ALGORITHM,

@@ -6,12 +6,12 @@ The batch is built by named stages, each a short function:
   composition, overlong shaping) -> `reference_logprobs` -> `advantages` (on device)
 
 `dynamic_sampling` (DAPO) wraps the first three: it keeps drawing prompts until P groups have
-rewards that differ. With `turns=2` (`sample_turns`, `rewardjax.turns`) every rollout gets a
+rewards that differ. The reference is scored before the advantages because REINFORCE++ puts
+the KL in the reward. With `turns=2` (`sample_turns`, `rewardjax.turns`) every rollout gets a
 second attempt at a revise prompt showing the first; both attempts' rows train, each turn with
-its own group baseline, per-turn rewards and per-row KL weights (SCoRe's stages). The reference is scored before the advantages because REINFORCE++ puts
-the KL in the reward. The objective is `losses.grpo_loss` with TRL's `loss_type`; variants
-(GRPO, Dr. GRPO, DAPO, GSPO, CISPO, RLOO, REINFORCE++, StableReinforce) are config diffs
-(`configs/grpo.py`).
+its own group baseline, per-turn rewards and per-row KL weights (SCoRe's stages).
+The objective is `losses.grpo_loss` with TRL's `loss_type`; variants (GRPO, Dr. GRPO, DAPO,
+GSPO, CISPO, RLOO, REINFORCE++, StableReinforce) are config diffs (`configs/grpo.py`).
 """
 
 import dataclasses
