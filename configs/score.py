@@ -40,6 +40,9 @@ def get_config(arg=None):
     # Two attempts cost about twice a GRPO step: 120 steps of 16 prompts x 8 rollouts x 2.
     c.train.update(steps=120, batch_size=16, eval_every=40)
   elif arg.size not in ("tiny", "smoke"):
+    # x2 = x1 + y1 + instruction: room for the first attempt in the prompt. The instruction is
+    # plain text after y1 (inside the assistant turn of a chat-templated x1).
     c.algo.revise_prompt = "append"
+    c.data.max_prompt_length += c.rollout.max_new_tokens + 64
   c.algo.stage_one_steps = int(STAGE_ONE_FRACTION[arg.variant] * c.train.steps)
   return c

@@ -36,7 +36,7 @@ def get_config(arg=None):
     c.train.update(steps=150, batch_size=16, eval_every=50)
     c.optim.update(learning_rate=1e-4, warmup_steps=5)
   elif arg.size not in ("tiny", "smoke"):
-    c.algo.revise_prompt = "append"
+    c.algo.revise_prompt = "append"   # the teacher reads x + y + feedback + instruction
     c.data.update(fmt="boxed", chat_template=True, max_prompt_length=1024,
                   max_completion_length=512)
     c.rollout.update(num_generations=8, max_new_tokens=512)

@@ -30,8 +30,11 @@ def token_divergence(student_logprobs: Float[Array, "B T V"],
                      divergence: str = "reverse_kl") -> Float[Array, "B T"]:
   """Per-token divergence between the teacher q_t and the student p_t over the vocabulary.
 
-    forward_kl:  KL(q_t || p_t) = sum_v q_t(v) (log q_t(v) - log p_t(v))   (mass-covering)
-    reverse_kl:  KL(p_t || q_t) = sum_v p_t(v) (log p_t(v) - log q_t(v))   (mode-seeking)
+  Equation:
+    forward_kl: KL(q_t || p_t) = sum_v q_t(v) (log q_t(v) - log p_t(v))
+    reverse_kl: KL(p_t || q_t) = sum_v p_t(v) (log p_t(v) - log q_t(v))
+
+  Forward KL is mass-covering, reverse KL mode-seeking.
 
   The teacher is a constant (stop_gradient). Terms with zero probability in the weighting
   distribution count 0 (0 log 0 = 0), so a teacher with -inf log-probs (a truncated support)
@@ -44,6 +47,9 @@ def token_divergence(student_logprobs: Float[Array, "B T V"],
 
   Returns:
     [B, T] float32 divergences (>= 0).
+
+  TRL:
+    GKDTrainer's generalised JSD with beta 0 / 1 (forward / reverse KL over the vocabulary)
 
   References:
     SD-Zero, arXiv 2604.12002 (abstract: token-level self-distillation from a reward-conditioned
@@ -81,8 +87,10 @@ def self_distillation_loss(
 ) -> tuple[Float[Array, ""], dict[str, jax.Array]]:
   """SD-Zero's self-distillation loss on the student's own sampled completions.
 
-    L = reduce_t( D(q_t, p_t), mask, loss_agg ),
-    p_t = π_θ(· | x, y_<t),  q_t = sg π_θ̄(· | x, y, r(y), revise instruction, y_<t)
+  Equation:
+    L = reduce(D(q_t, p_t), mask); p_t = π_θ(· | x, y_<t), q_t = sg π_θ̄(· | x, y, r(y), p, y_<t)
+
+  p is the revise instruction.
 
   with D = `token_divergence` and y the student's own sample (the attempt the teacher reads is
   the same sample it then scores token by token).
@@ -101,6 +109,9 @@ def self_distillation_loss(
     student_entropy.
 
   Normalisers: those of `loss_agg` (token-mean: sum m, guarded by max(., 1)).
+
+  TRL:
+    none (GKDTrainer distils from a separate teacher model with an unconditioned context)
 
   References:
     SD-Zero, arXiv 2604.12002 (abstract only; the conditioning, divergence direction and
