@@ -44,5 +44,6 @@ def get_config(arg=None):
     # plain text after y1 (inside the assistant turn of a chat-templated x1).
     c.algo.revise_prompt = "append"
     c.data.max_prompt_length += c.rollout.max_new_tokens + 64
-  c.algo.stage_one_steps = int(STAGE_ONE_FRACTION[arg.variant] * c.train.steps)
+  # Linked to train.steps, so --config.train.steps=N keeps the share of Stage I.
+  c.algo.stage_one_steps = (c.train.get_ref("steps") * STAGE_ONE_FRACTION[arg.variant]).to_int()
   return c
