@@ -17,10 +17,10 @@ steps): rewards (0, r2) and KL coefficient beta2 + beta1 on attempt 1, beta1 on 
 gives beta2 = 10 beta1 and "alpha significantly larger than 1" but no numbers:
 beta1 = 0.1, beta2 = 1.0, alpha = 10 here are our choice (at beta1 = 0.01, beta2 = 0.1 the
 first attempt drifted with the second in Stage I); the paper interleaves the stages for a few
-rounds, here Stage I runs once (the first 30% of the steps), then Stage II. `naive` is the two-attempt baseline that
-maximises r1 + r2 directly (no Stage I, alpha = 0). The held-out evaluation reports greedy
-Accuracy@t1 ("accuracy_t1"), Accuracy@t2, Δ(t1, t2), Δ(i→c) and Δ(c→i)
-(`rewardjax.evaluation.self_correction`).
+rounds, here Stage I runs once (the first 30% of the steps), then Stage II. `naive` is the
+two-attempt baseline that maximises r1 + r2 directly (no Stage I, alpha = 0, the same beta1).
+The held-out evaluation reports greedy Accuracy@t1 ("accuracy_t1"), Accuracy@t2, Δ(t1, t2),
+Δ(i→c) and Δ(c→i) (`rewardjax.evaluation.self_correction`).
 """
 
 from configs import grpo
