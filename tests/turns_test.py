@@ -201,15 +201,19 @@ def test_two_attempt_rows_masks_and_kl_weights(two_attempt_batch):
 
 # ---------------------------------------------------------------- smoke runs
 
-CASES = [("score", "score"), ("score", "naive"), ("sd_zero", "sd_zero"),
-         ("sd_zero", "forward_kl")]
+# (config, variant, overrides): every variant, and SD-Zero with a teacher refreshed every step
+# of 2 (a `base.Rounds` program whose teacher copy is the state's `ref_params`).
+CASES = [("score", "score", {}), ("score", "naive", {}), ("sd_zero", "sd_zero", {}),
+         ("sd_zero", "forward_kl", {}), ("sd_zero", "sd_zero", {"algo.teacher_sync_steps": 2})]
 
 
-@pytest.mark.parametrize("name,variant", CASES, ids=[f"{n}-{v}" for n, v in CASES])
-def test_variant_smoke_run_reports_both_attempts(name, variant, tmp_path):
+@pytest.mark.parametrize("name,variant,overrides", CASES,
+                         ids=[f"{n}-{v}{'-sync2' if o else ''}" for n, v, o in CASES])
+def test_variant_smoke_run_reports_both_attempts(name, variant, overrides, tmp_path):
   config = launch_train.load_config(
       os.path.join(REPO, "configs", f"{name}.py") + f":variant={variant},smoke",
-      {"warmstart.steps": 0, "train.export_hf": False, "checkpoint.async_save": False})
+      {"warmstart.steps": 0, "train.export_hf": False, "checkpoint.async_save": False,
+       **overrides})
   launch_train.train_config(config, str(tmp_path))
   lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   losses_ = [line["train/loss"] for line in lines if "train/loss" in line]
@@ -220,3 +224,6 @@ def test_variant_smoke_run_reports_both_attempts(name, variant, tmp_path):
   train_keys = set().union(*[line for line in lines if "train/loss" in line])
   want = {"train/turn2/reward"} if name == "score" else {"train/teacher_agreement"}
   assert want <= train_keys
+  syncs = [line["train/round/teacher_sync"] for line in lines
+           if "train/round/teacher_sync" in line]
+  assert syncs == ([0.0] if overrides else [])  # steps 0 and 1: one sync, before step 0

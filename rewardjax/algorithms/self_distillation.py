@@ -9,8 +9,9 @@ teacher:
   teacher: c = feedback_prompt(x, y, r)   (`rewardjax.turns`: the revise prompt with r as text;
            the tiny model's "wrong! redo\\nBadAns:41\\n47-8=" when r = 0, the neutral
            "check&fix\\nAns:41\\n47-8=" when r = 1)
-           q_t = π_θ̄(· | c, y_<t) over the whole vocabulary, θ̄ = the params at batch time
-           (the teacher is synchronised with the student every step)
+           q_t = π_θ̄(· | c, y_<t) over the whole vocabulary; θ̄ = the params at batch time
+           (`teacher_sync_steps=1`), a copy refreshed every K steps (K > 1: the abstract's
+           "regular teacher synchronization"), or the starting model (0, never synchronised)
 
 and the update minimises `losses.self_distillation_loss` between q_t and the student
 p_t = π_θ(· | x, y_<t) on the same sampled tokens y (the student's own sample). Where r = 0 the
@@ -23,6 +24,7 @@ through the teacher's context.
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -36,6 +38,7 @@ DEFAULTS = dict(
     loss_type="reverse_kl",          # losses.DIVERGENCES: the per-token divergence
     revise_prompt="reflection",      # turns.REVISE_PROMPTS: the reviser's (teacher's) context
     reward_threshold=0.5,            # r(y) > threshold is shown to the reviser as "correct"
+    teacher_sync_steps=1,            # θ̄ <- θ every K steps (1: the batch-time params; 0: never)
 )
 
 
@@ -89,11 +92,21 @@ def distillation_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, o
   on_mesh = grpo.place_groups(groups, step, setup=setup)
   rows = sharding.shard_batch(teacher_rows(groups, setup=setup, revise=options.revise_prompt,
                                            threshold=options.reward_threshold), setup.mesh)
-  teacher = teacher_fn(state.params, graphdef=state.graphdef, tokens=rows["tokens"],
+  # The teacher copy θ̄ lives in `ref_params` unless it is the batch-time params.
+  teacher_params = state.params if options.teacher_sync_steps == 1 else state.ref_params
+  teacher = teacher_fn(teacher_params, graphdef=state.graphdef, tokens=rows["tokens"],
                        attention_mask=rows["attention_mask"])
   return DistillationBatch(tokens=on_mesh["tokens"], attention_mask=on_mesh["attention_mask"],
                            completion_mask=on_mesh["completion_mask"],
                            teacher_logprobs=teacher), metrics
+
+
+def sync_teacher(state, period: int, rng):
+  """`base.Rounds.begin` of a periodic teacher: θ̄ (`ref_params`) <- θ, placed like θ̄."""
+  del rng
+  ref = jax.tree.map(lambda n, o: jax.device_put(jnp.copy(n), o.sharding), state.params,
+                     state.ref_params)
+  return state.replace(ref_params=ref), {"teacher_sync": float(period)}
 
 
 def build(options, setup: base.Setup) -> base.Program:
@@ -101,6 +114,9 @@ def build(options, setup: base.Setup) -> base.Program:
   if options.revise_prompt not in turns.REVISE_PROMPTS:
     raise ValueError(f"self_distillation: revise_prompt={options.revise_prompt!r}; valid: "
                      f"{sorted(turns.REVISE_PROMPTS)}")
+  if options.teacher_sync_steps < 0:
+    raise ValueError(f"self_distillation: teacher_sync_steps={options.teacher_sync_steps} "
+                     "must be >= 0 (1: every step, K: every K steps, 0: never)")
   obj = base.objective(OBJECTIVES, options.loss_type, "self_distillation")
   teacher_fn = jax.jit(functools.partial(teacher_logprobs,
                                          completion_length=setup.sampling.max_new_tokens),
@@ -115,8 +131,10 @@ def build(options, setup: base.Setup) -> base.Program:
       # Attempt 1 is the plain greedy accuracy; attempt 2 shows how the reviser changed.
       evaluate=functools.partial(base.two_attempt_accuracy, setup, heldout,
                                  options.revise_prompt),
-      with_ref=False,
-      rows_per_update=setup.batch_size * setup.sampling.num_generations)
+      with_ref=options.teacher_sync_steps != 1,
+      rows_per_update=setup.batch_size * setup.sampling.num_generations,
+      rounds=(base.Rounds(options.teacher_sync_steps, sync_teacher)
+              if options.teacher_sync_steps > 1 else None))
 
 
 ALGORITHM = base.Algorithm(name="self_distillation", defaults=DEFAULTS, objectives=OBJECTIVES,
