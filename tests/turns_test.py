@@ -2,7 +2,6 @@
 KL weights of grpo_loss, SD-Zero's self-distillation loss, the self-correction metrics, and a
 smoke run of every score / sd_zero variant."""
 
-import importlib.util
 import json
 import os
 
@@ -12,15 +11,13 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from configs import common
 from rewardjax import losses, train, turns
 from rewardjax.data import tokenizers
 from rewardjax.evaluation import self_correction
 
+# launch/train.py defines absl flags (variants_test loads it); its `load_config` is this one.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("launch_train",
-                                               os.path.join(REPO, "launch", "train.py"))
-launch_train = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(launch_train)
 
 
 # ---------------------------------------------------------------- revise prompts
@@ -166,7 +163,7 @@ def test_self_distillation_loss_matches_numpy_and_gradients(divergence):
 @pytest.fixture(scope="module")
 def two_attempt_batch():
   """A Stage I batch of configs/score.py at smoke size (4 prompts x 2 rollouts x 2 turns)."""
-  config = launch_train.load_config(os.path.join(REPO, "configs", "score.py") + ":smoke",
+  config = common.load_config(os.path.join(REPO, "configs", "score.py") + ":smoke",
                                     {"algo.stage_one_steps": 5})
   mesh = train.sharding.make_mesh(-1, 1, 1)
   with jax.set_mesh(mesh):
@@ -210,11 +207,11 @@ CASES = [("score", "score", {}), ("score", "naive", {}), ("sd_zero", "sd_zero", 
 @pytest.mark.parametrize("name,variant,overrides", CASES,
                          ids=[f"{n}-{v}{'-sync2' if o else ''}" for n, v, o in CASES])
 def test_variant_smoke_run_reports_both_attempts(name, variant, overrides, tmp_path):
-  config = launch_train.load_config(
+  config = common.load_config(
       os.path.join(REPO, "configs", f"{name}.py") + f":variant={variant},smoke",
       {"warmstart.steps": 0, "train.export_hf": False, "checkpoint.async_save": False,
        **overrides})
-  launch_train.train_config(config, str(tmp_path))
+  train.run(config, str(tmp_path))
   lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   losses_ = [line["train/loss"] for line in lines if "train/loss" in line]
   assert len(losses_) == 2 and np.all(np.isfinite(losses_))
