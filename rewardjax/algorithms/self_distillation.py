@@ -15,10 +15,11 @@ teacher:
 
 and the update minimises `losses.self_distillation_loss` between q_t and the student
 p_t = π_θ(· | x, y_<t) on the same sampled tokens y (the student's own sample). Where r = 0 the
-reviser, told the attempt is wrong, moves mass off the tokens that made it wrong; where r = 1
-it mostly agrees with the student. `loss_type` picks the divergence ("reverse_kl",
-"forward_kl"). There is no reference model and no reward-weighted term: the reward enters only
-through the teacher's context.
+reviser, told the attempt is wrong, is meant to move mass off the tokens that made it wrong
+(the shipped char model barely does: README, SD-Zero results); where r = 1 it mostly agrees
+with the student. `loss_type` picks the divergence ("reverse_kl", "forward_kl"). There is no
+KL to a reference and no reward-weighted term: the reward enters only through the teacher's
+context (a periodic teacher copy is kept in `TrainState.ref_params`).
 """
 
 import functools
