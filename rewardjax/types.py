@@ -67,6 +67,16 @@ class RolloutBatch:
   ref_logprobs: Any      # [B, T] log-probs under the reference policy
   advantages: Any        # [B] per sequence, or [B, T] per token (REINFORCE++)
   sampler_logprobs: Any  # [B, T] log-probs the sampler reported (== old_logprobs without TIS)
+  kl_weights: Any = None  # [B] multiplier of the KL coefficient per row (None = 1; two-attempt)
+
+
+@flax.struct.dataclass
+class DistillationBatch:
+  """The student's own sampled completions with a teacher's full next-token distributions."""
+  tokens: Any            # [B, S+T] prompt + completion (the student's context)
+  attention_mask: Any    # [B, S+T]
+  completion_mask: Any   # [B, T] 1 = completion token that counts in the loss
+  teacher_logprobs: Any  # [B, T, V] log-probs of the teacher at each completion position
 
 
 @flax.struct.dataclass

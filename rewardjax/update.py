@@ -36,6 +36,18 @@ def token_logprobs(model, tokens: jax.Array, attention_mask: jax.Array, start: i
       hidden_BxTxD, model.unembedding(), targets_BxT, chunk_size=chunk_size)
 
 
+def token_distributions(model, tokens: jax.Array, attention_mask: jax.Array, start: int,
+                        length: int) -> jax.Array:
+  """Full next-token log-probs [B, length, V] (float32) at tokens[:, start:start+length].
+
+  Materialises [B, length, V] logits: for objectives over the whole vocabulary (on-policy
+  self-distillation) with small vocabularies; `token_logprobs` never forms them.
+  """
+  hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask)
+  hidden_BxTxD = jax.lax.dynamic_slice_in_dim(hidden, start - 1, length, axis=1)
+  return jax.nn.log_softmax(model.logits(hidden_BxTxD), axis=-1)  # logits are float32
+
+
 def all_token_logprobs(model, tokens: jax.Array, attention_mask: jax.Array, *,
                        chunk_size: int = 1024) -> jax.Array:
   """Log-probs [B, S-1] of tokens 1 .. S-1 of right-padded rows (entry j: token j+1)."""

@@ -153,7 +153,8 @@ def test_a_batch_without_a_needed_field_names_it_and_its_source():
 def test_an_unknown_algorithm_or_algo_field_lists_the_valid_ones():
   from rewardjax import algorithms  # noqa: PLC0415
   with pytest.raises(ValueError,
-                     match=r"valid: \['dpo', 'grpo', 'ppo', 'reward_model', 'sft'\]"):
+                     match=r"valid: \['dpo', 'grpo', 'ppo', 'reward_model', 'self_distillation',"
+                           r" 'sft'\]"):
     algorithms.get("a2c")
   config = grpo_config.get_config("smoke")
   with config.unlocked():

@@ -14,7 +14,10 @@ ROUND_CONFIGS = ("self_rewarding", "cream", "temporal_sr", "dno", "online_dpo", 
 PROCESS_CONFIGS = ("clip_delta", "oprl", "stable_reinforce")
 MODEL_REWARD_CONFIGS = ("ppo", "rlhf", "cooper", "sar", "ssr_zero", "endogenous",
                         "self_rewarding_ppo", "spo", "co_reward") + ROUND_CONFIGS + PROCESS_CONFIGS
-CONFIGS = ("grpo", "dpo", "reward_model", "sft", "spark", "pretrain", "prm") + MODEL_REWARD_CONFIGS
+# Two-attempt and self-distillation configs (rewardjax.turns).
+TURN_CONFIGS = ("score", "sd_zero")
+CONFIGS = ("grpo", "dpo", "reward_model", "sft", "spark", "pretrain", "prm") + MODEL_REWARD_CONFIGS \
+    + TURN_CONFIGS
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -34,7 +37,7 @@ def test_every_grpo_variant_names_real_loss_and_advantage():
 
 
 def test_every_variant_names_an_objective_of_its_algorithm():
-  for name in ("dpo", "reward_model") + MODEL_REWARD_CONFIGS:
+  for name in ("dpo", "reward_model") + MODEL_REWARD_CONFIGS + TURN_CONFIGS:
     module = importlib.import_module(f"configs.{name}")
     for variant in getattr(module, "VARIANTS", (None,)):
       c = module.get_config(f"variant={variant}" if variant else None)
@@ -157,7 +160,7 @@ def _read_names(paths) -> set[str]:
   return names
 
 
-ALL_CONFIGS = ("grpo", "dpo", "reward_model", "spark", "sft") + MODEL_REWARD_CONFIGS
+ALL_CONFIGS = ("grpo", "dpo", "reward_model", "spark", "sft") + MODEL_REWARD_CONFIGS + TURN_CONFIGS
 
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)

@@ -19,7 +19,8 @@ _spec = importlib.util.spec_from_file_location("launch_train",
 launch_train = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(launch_train)
 
-CASES = [(name, variant) for name in ("grpo", "dpo", "reward_model", "sft", "spark")
+CASES = [(name, variant) for name in ("grpo", "dpo", "reward_model", "sft", "spark", "score",
+                                      "sd_zero")
          for variant in importlib.import_module(f"configs.{name}").VARIANTS]
 # Smoke runs without the warm start, the HF export and the mid-run evaluation (each tested in
 # train_test.py): what differs between variants is the batch and the objective.

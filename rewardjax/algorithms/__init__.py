@@ -9,12 +9,15 @@ defaults, its table of objectives (chosen by `loss_type`), the kind of records i
   dpo           preference optimisation, DPO family (`preference.py`)
   reward_model  scalar-head reward models (`reward_model.py`)
   sft           supervised fine-tuning; also the warm-start stage (`sft.py`)
+  self_distillation  SD-Zero: on-policy distillation from a reward-conditioned reviser
+                (`self_distillation.py`)
 """
 
-from rewardjax.algorithms import base, grpo, ppo, preference, reward_model, sft
+from rewardjax.algorithms import base, grpo, ppo, preference, reward_model, self_distillation, sft
 
 ALGORITHMS = {a.name: a for a in (grpo.ALGORITHM, ppo.ALGORITHM, preference.ALGORITHM,
-                                  reward_model.ALGORITHM, sft.ALGORITHM)}
+                                  reward_model.ALGORITHM, sft.ALGORITHM,
+                                  self_distillation.ALGORITHM)}
 
 
 def get(name: str) -> base.Algorithm:

@@ -238,6 +238,21 @@ def task_accuracy(setup: Setup, problems: list, state, rng) -> dict:
                                max_prompt_length=d.max_prompt_length))
 
 
+def two_attempt_accuracy(setup: Setup, problems: list, revise: str, state, rng) -> dict:
+  """Greedy first- and second-attempt accuracy of `state.params` on `problems`, Δ(i→c) and
+  Δ(c→i) (`evaluation.self_correction`); {} if there are none."""
+  if not problems:
+    return {}
+  from rewardjax.evaluation import accuracy, self_correction  # noqa: PLC0415 (the sampler)
+
+  d = setup.data
+  return self_correction.two_attempt_accuracy(
+      state.graphdef, state.params, setup.tokenizer, problems, rng, fmt=d.fmt, revise=revise,
+      sizes=accuracy.EvalSizes(max_new_tokens=setup.sampling.max_new_tokens,
+                               batch_size=setup.eval_batch_size, bucket=d.bucket,
+                               max_prompt_length=d.max_prompt_length))
+
+
 def language_model_params(lm_params, rng):
   """`init_params` of algorithms whose model is the language model itself."""
   del rng

@@ -7,9 +7,11 @@ The batch is built by named stages, each a short function:
 
 `dynamic_sampling` (DAPO) wraps the first three: it keeps drawing prompts until P groups have
 rewards that differ. The reference is scored before the advantages because REINFORCE++ puts
-the KL in the reward. The objective is `losses.grpo_loss` with TRL's `loss_type`; variants
-(GRPO, Dr. GRPO, DAPO, GSPO, CISPO, RLOO, REINFORCE++, StableReinforce) are config diffs
-(`configs/grpo.py`).
+the KL in the reward. With `turns=2` (`sample_turns`, `rewardjax.turns`) every rollout gets a
+second attempt at a revise prompt showing the first; both attempts' rows train, each turn with
+its own group baseline, per-turn rewards and per-row KL weights (SCoRe's stages).
+The objective is `losses.grpo_loss` with TRL's `loss_type`; variants (GRPO, Dr. GRPO, DAPO,
+GSPO, CISPO, RLOO, REINFORCE++, StableReinforce) are config diffs (`configs/grpo.py`).
 """
 
 import dataclasses
@@ -21,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rewardjax import advantages as advantages_lib
-from rewardjax import losses, rollouts, sharding, update
+from rewardjax import losses, rollouts, sharding, turns, update
 from rewardjax.algorithms import base
 from rewardjax.data import tokenizers
 from rewardjax.models import transformer
@@ -51,7 +53,13 @@ DEFAULTS = dict(
     # ref <- alpha * params + (1 - alpha) * ref; alpha cosine-annealed to
     # ref_model_mixup_alpha_end over the run when that is > 0 (Co-rewarding-II's EMA teacher).
     sync_ref_model=False, ref_model_mixup_alpha=0.6, ref_model_sync_steps=512,
-    ref_model_mixup_alpha_end=0.0)
+    ref_model_mixup_alpha_end=0.0,
+    # Two attempts per rollout (rewardjax.turns; SCoRe, arXiv 2409.12917 §5): turns=2 samples
+    # a revision of each first attempt at a `revise_prompt` (turns.REVISE_PROMPTS).
+    turns=1, revise_prompt="reflection",
+    turn_bonus=0.0,              # SCoRe alpha: Stage II bonus alpha (r2 - r1) on attempt 2
+    stage_one_steps=0,           # SCoRe Stage I (rewards (0, r2)) for the first steps, then II
+    first_turn_kl=0.0)           # SCoRe beta2: added to beta on attempt 1 in Stage I
 
 ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "process", "oprl")
 # Token advantages from a process term's step rewards (`rewards.process`).
@@ -99,7 +107,8 @@ def policy_objective(model, batch: RolloutBatch, *, tis_cap: float, max_completi
   options = {k: (v or None) if k in _ZERO_IS_OFF else v for k, v in loss_options.items()}
   loss, metrics = losses.grpo_loss(
       logps_BxT, batch.old_logprobs, batch.ref_logprobs, advantages, batch.completion_mask,
-      max_completion_length=max_completion_length, entropy=entropy_BxT, **options)
+      max_completion_length=max_completion_length, entropy=entropy_BxT,
+      kl_weights=batch.kl_weights, **options)
   return loss, {**metrics, **extra}
 
 
@@ -144,11 +153,13 @@ def make_step(options, *, max_completion_length: int, chunk_size: int = 1024,
 
 
 # ---- batch stages --------------------------------------------------------------------------
-def sample(state, items: Sequence[dict], rng: jax.Array, *, setup: base.Setup) -> dict:
+def sample(state, items: Sequence[dict], rng: jax.Array, *, setup: base.Setup,
+           num_samples: int | None = None) -> dict:
   """G completions per prompt item from the current params; host arrays of every row.
 
   Returns {"tokens" [B, S+T], "prompt_mask" [B, S], "completion_mask" [B, T],
-  "completion_tokens" [B, T], "lengths" [B], "model_logprobs" [B, T]}, B = len(items) * G.
+  "completion_tokens" [B, T], "lengths" [B], "model_logprobs" [B, T]}, B = len(items) * G
+  (G = `num_samples`, by default the rollout's num_generations).
   """
   s, d = setup.sampling, setup.data
   prompt_tokens, prompt_mask = tokenizers.encode_prompts(
@@ -156,7 +167,7 @@ def sample(state, items: Sequence[dict], rng: jax.Array, *, setup: base.Setup) -
       max_length=d.max_prompt_length)
   out = rollouts.generate(
       (state.graphdef, state.params), *sharding.feed((prompt_tokens, prompt_mask), setup.mesh),
-      rng, max_new_tokens=s.max_new_tokens, num_samples=s.num_generations,
+      rng, max_new_tokens=s.max_new_tokens, num_samples=num_samples or s.num_generations,
       decoding=rollouts.Decoding(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                                  eos_token_id=setup.tokenizer.eos_token_id,
                                  pad_token_id=tokenizers.pad_token_id(setup.tokenizer)))
@@ -234,6 +245,55 @@ def sample_groups(state, step: int, rng: jax.Array, round_index: int, *, setup: 
   return groups, metrics
 
 
+def turn_schedule(options) -> turns.TurnSchedule:
+  """The per-turn rewards and KL weights of a two-attempt batch from the algo block."""
+  return turns.TurnSchedule(stage_one_steps=options.stage_one_steps, alpha=options.turn_bonus,
+                            beta=options.beta, first_turn_kl=options.first_turn_kl)
+
+
+def sample_turns(state, step: int, rng: jax.Array, round_index: int, *, setup: base.Setup,
+                 shape: Shaping, schedule: turns.TurnSchedule,
+                 revise: str) -> tuple[list[dict], dict]:
+  """`sample_groups` with a second attempt per rollout (arXiv 2409.12917 §3, `rewardjax.turns`).
+
+  Each of the P * G first attempts y1 gets one second attempt y2 ~ pi(. | revise(x1, y1)),
+  scored by the same composition. Returns 2P groups of G rows: prompt p's first attempts, then
+  its second attempts, so group advantages give each turn its own baseline. Rewards are the
+  schedule's per-turn (R1, R2) and every row carries its turn's KL weight ("kl_weights").
+  A group pair is non-finite when either turn's rewards are.
+  """
+  groups, metrics = sample_groups(state, step, rng, round_index, setup=setup, shape=shape)
+  group_size = setup.sampling.num_generations
+  items1 = [it for g in groups for it in g["items"]]
+  items2 = turns.second_items(items1, [t for g in groups for t in g["texts"]], revise=revise,
+                              fmt=setup.data.fmt)
+  arrays = sample(state, items2, jax.random.fold_in(rng, 1_000_033 + round_index), setup=setup,
+                  num_samples=1)
+  texts2 = decode(setup.tokenizer, arrays)
+  r2, steps2, _ = score(setup.recipe.rewards, composition.Scored(items2, texts2, arrays, state),
+                        shape)
+  finite = (np.concatenate([g["finite"] for g in groups])
+            & shaping.finite_groups(r2, group_size))
+  r1 = np.concatenate([g["rewards"] for g in groups])
+  r2 = np.where(finite, r2, 0.0)
+  reward1, reward2 = schedule.rewards(r1, r2, step)
+  w1, w2 = schedule.kl_weights(step)
+  metrics.update(turns.turn_metrics(r1[finite], r2[finite]) if finite.any() else {},
+                 score_stage=float(schedule.stage(step) == "II") + 1.0,
+                 turn2_completion_length=float(arrays["lengths"].mean()))
+  out = []
+  for p, g in enumerate(groups):
+    rows = slice(p * group_size, (p + 1) * group_size)
+    ones = np.ones(group_size, np.float32)
+    out.append(dict(g, rewards=np.where(finite[rows], reward1[rows], 0.0), finite=finite[rows],
+                    kl_weights=w1 * ones))
+    out.append(dict({k: v[rows] for k, v in arrays.items()}, kl_weights=w2 * ones,
+                    rewards=np.where(finite[rows], reward2[rows], 0.0), finite=finite[rows],
+                    step_rewards=np.where(finite[rows, None], steps2[rows], 0.0),
+                    items=items2[rows], texts=texts2[rows]))
+  return out, metrics
+
+
 def dynamic_sampling(draw: Callable[[int], tuple[list[dict], dict]], num_prompts: int,
                      max_rounds: int) -> tuple[list[dict], dict]:
   """DAPO dynamic sampling around `draw(round) -> (groups, metrics)`: keep groups whose rewards
@@ -266,7 +326,7 @@ def assemble(groups: Sequence[dict], pad_id: int, max_new_tokens: int) -> dict:
                                 for g in groups])
   completion_mask = np.concatenate([g["completion_mask"] * g["finite"][:, None]
                                     for g in groups]).astype(np.int32)
-  return dict(
+  out = dict(
       tokens=tokens, completion_mask=completion_mask,
       attention_mask=np.concatenate([prompt_mask, completion_mask], axis=1).astype(np.int32),
       sampler_logprobs=np.concatenate([g["model_logprobs"] for g in groups]).astype(np.float32),
@@ -283,6 +343,10 @@ def assemble(groups: Sequence[dict], pad_id: int, max_new_tokens: int) -> dict:
       # policy term exactly (the KL term keeps weight 1). Non-finite groups get weight 0.
       row_weights=np.array([float(it.get("weight", 1.0)) * f for g in groups
                             for it, f in zip(g["items"], g["finite"])], np.float32))
+  if any("kl_weights" in g for g in groups):  # per-row KL multipliers (two-attempt batches)
+    out["kl_weights"] = np.concatenate([g.get("kl_weights", np.ones(len(g["rewards"])))
+                                        for g in groups]).astype(np.float32)
+  return out
 
 
 def reference_logprobs(score_fn: Callable, state, tokens, attention_mask, *,
@@ -347,7 +411,8 @@ def place_groups(groups: Sequence[dict], step: int, *, setup: base.Setup) -> dic
                                for it, t, r in zip(g["items"], g["texts"], g["rewards"])], step)
   return sharding.shard_batch({k: host[k] for k in (
       "tokens", "attention_mask", "completion_mask", "sampler_logprobs", "rewards",
-      "row_weights", "step_rewards", "step_mask", "token_step_ids")}, setup.mesh)
+      "row_weights", "step_rewards", "step_mask", "token_step_ids", "kl_weights")
+      if k in host}, setup.mesh)
 
 
 def rollout_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, options,
@@ -360,6 +425,9 @@ def rollout_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, option
   shape = Shaping(setup.sampling.max_new_tokens, options.overlong_buffer,
                   options.overlong_penalty)
   draw = functools.partial(sample_groups, state, step, rng, setup=setup, shape=shape)
+  if options.turns == 2:
+    draw = functools.partial(sample_turns, state, step, rng, setup=setup, shape=shape,
+                             schedule=turn_schedule(options), revise=options.revise_prompt)
   if options.dynamic_sampling:
     groups, metrics = dynamic_sampling(draw, setup.batch_size, options.max_resample_rounds)
   else:
@@ -377,7 +445,7 @@ def rollout_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, option
                               on_mesh["completion_mask"], (on_mesh["step_rewards"],
                                                            on_mesh["step_mask"],
                                                            on_mesh["token_step_ids"])),
-      sampler_logprobs=on_mesh["sampler_logprobs"])
+      sampler_logprobs=on_mesh["sampler_logprobs"], kl_weights=on_mesh.get("kl_weights"))
   companion = setup.recipe.companion
   if companion is not None:  # a second model trained on this step's rollouts (Cooper, OPRL)
     batch = CoupledBatch(policy=batch, companion=sharding.shard_batch(
@@ -393,6 +461,14 @@ def build(options, setup: base.Setup) -> base.Program:
   policy_model_fn = lambda rngs: transformer.Transformer(setup.model, rngs=rngs)  # noqa: E731
   if companion is not None and companion.model_fn is None:  # a copy of the policy (OPRL's PRM)
     companion = dataclasses.replace(companion, model_fn=policy_model_fn)
+  if options.turns not in (1, 2):
+    raise ValueError(f"grpo: turns={options.turns}; valid: 1, 2")
+  if options.turns == 2 and (options.dynamic_sampling or companion is not None):
+    raise ValueError("grpo: turns=2 pairs each prompt's groups of both attempts; it runs "
+                     "without dynamic_sampling and without a companion model")
+  if options.first_turn_kl and options.beta <= 0:
+    raise ValueError(f"grpo: first_turn_kl={options.first_turn_kl} adds to the KL term; "
+                     "it needs beta > 0")
   if companion is not None and options.num_minibatches != 1:
     raise ValueError(f"grpo: recipe {type(setup.recipe.source).__name__} trains a companion "
                      f"model, whose rows do not split into num_minibatches="
@@ -416,6 +492,9 @@ def build(options, setup: base.Setup) -> base.Program:
   heldout = list(setup.problems.get("heldout") or setup.records.get("heldout") or [])
 
   evaluate = functools.partial(base.task_accuracy, setup, heldout)
+  if options.turns == 2:  # first- and second-attempt accuracy, Δ(i→c), Δ(c→i)
+    evaluate = functools.partial(base.two_attempt_accuracy, setup, heldout,
+                                 options.revise_prompt)
 
   return base.Program(
       model_fn=policy_model_fn, init_params=base.language_model_params,
@@ -427,7 +506,7 @@ def build(options, setup: base.Setup) -> base.Program:
       with_ref=options.beta > 0 or (options.advantage == "reinforce_pp"
                                     and options.reward_kl_coef > 0)
       or setup.recipe.rewards.uses_reference or options.sync_ref_model,
-      rows_per_update=setup.batch_size * setup.sampling.num_generations
+      rows_per_update=setup.batch_size * setup.sampling.num_generations * options.turns
       // options.num_minibatches,
       num_minibatches=options.num_minibatches, num_iterations=options.num_iterations,
       followup=setup.recipe.source.followup, companion=companion)

@@ -9,4 +9,5 @@ from rewardjax.losses.policy import *  # noqa: F403
 from rewardjax.losses.preference import *  # noqa: F403
 from rewardjax.losses.reference_free import *  # noqa: F403
 from rewardjax.losses.reward_model import *  # noqa: F403
+from rewardjax.losses.self_distillation import *  # noqa: F403
 from rewardjax.losses.self_rewarding import *  # noqa: F403

@@ -122,6 +122,7 @@ def grpo_loss(
     entropy_coeff: float = 0.0,
     log_ratio_clip: float | None = None,
     advantage_filter: float | None = None,
+    kl_weights: Float[Array, " B"] | None = None,
 ) -> tuple[Float[Array, ""], dict[str, jax.Array]]:
   """GRPO-family clipped policy loss with KL-in-loss, as TRL `GRPOTrainer._compute_loss`.
 
@@ -129,7 +130,7 @@ def grpo_loss(
     l_t = -min(min(rho, delta) A, clip(rho, 1 - eps_low, 1 + eps_high) A)    (clip family)
     l_t = min(l_t, -c A) where A < 0                                          (dual_clip = c)
     l_t = -sg(min(rho, eps_high)) A logp                                      (loss_type "cispo")
-    loss = reduce(l + beta KL_t - entropy_coeff H_t, mode = GRPO_LOSS_TYPES[loss_type])
+    loss = reduce(l + beta w_b KL_t - entropy_coeff H_t, mode = GRPO_LOSS_TYPES[loss_type])
 
   Defaults: rewardjax uses the GRPO paper's objective (DESIGN contract): loss_type="grpo"
   (seq-mean-token-mean) and beta=0.04 with the k3 estimator. TRL 1.16 defaults to
@@ -167,6 +168,8 @@ def grpo_loss(
     advantage_filter: StableReinforce filter: advantages with |A| > value (3.0) or non-finite
       are set to 0. Apply to whitened advantages (`rewardjax.advantages.masked_whiten`); the
       R1-Reward code compares against the raw mean +- 3, we use the paper's 3-sigma rule.
+    kl_weights: [B] per-row multipliers w_b of beta (None: all 1), e.g. SCoRe's stronger KL on
+      first attempts (arXiv 2409.12917 §5.1, `rewardjax.turns.score_kl_weights`).
 
   Returns:
     (loss [], metrics) where metrics are scalar: pg_loss (the policy term alone, same
@@ -197,7 +200,7 @@ def grpo_loss(
       kl_estimator=kl_estimator, importance_sampling_level=importance_sampling_level,
       max_completion_length=max_completion_length, normalizer=normalizer, entropy=entropy,
       entropy_coeff=entropy_coeff, log_ratio_clip=log_ratio_clip,
-      advantage_filter=advantage_filter)
+      advantage_filter=advantage_filter, kl_weights=kl_weights)
 
 
 def ppo_loss(
@@ -315,7 +318,7 @@ def ppo_value_loss(
 def _policy_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, *, cispo, mode,
                  epsilon_low, epsilon_high, delta, dual_clip, beta, kl_estimator,
                  importance_sampling_level, max_completion_length, normalizer, entropy,
-                 entropy_coeff, log_ratio_clip, advantage_filter):
+                 entropy_coeff, log_ratio_clip, advantage_filter, kl_weights=None):
   """The per-token loss shared by `grpo_loss` and `ppo_loss`; arguments as `grpo_loss`."""
   if mode not in AGGREGATIONS:
     raise ValueError(f"unknown aggregation mode {mode!r}; valid modes: {list(AGGREGATIONS)}")
@@ -336,6 +339,8 @@ def _policy_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, *, cisp
   b, t = logprobs.shape
   if advantages.shape not in ((b,), (b, t)):
     raise ValueError(f"advantages {advantages.shape} must be [B] = ({b},) or [B, T] = {(b, t)}")
+  if kl_weights is not None and kl_weights.shape != (b,):
+    raise ValueError(f"kl_weights {kl_weights.shape} must be [B] = ({b},)")
 
   m_BxT = mask.astype(jnp.float32)
   valid = m_BxT > 0
@@ -393,7 +398,11 @@ def _policy_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, *, cisp
   if use_kl:
     ref_BxT = jax.lax.stop_gradient(jnp.where(valid, ref_logprobs.astype(jnp.float32), 0.0))
     kl_BxT = kl_estimate(logp_BxT, ref_BxT, kl_estimator)
-    per_token_BxT = per_token_BxT + beta * kl_BxT
+    if kl_weights is None:
+      per_token_BxT = per_token_BxT + beta * kl_BxT
+    else:  # a per-row coefficient beta w_b (constants)
+      w_Bx1 = jax.lax.stop_gradient(kl_weights.astype(jnp.float32))[:, None]
+      per_token_BxT = per_token_BxT + beta * w_Bx1 * kl_BxT
     metrics["kl"] = _token_mean(kl_BxT, m_BxT)
   if entropy is not None:
     ent_BxT = jnp.where(valid, entropy.astype(jnp.float32), 0.0)
