@@ -8,9 +8,9 @@ GRPO on the multi-step task (`configs/prm.py: steps_policy`) with the success re
 verifier, at the last token) plus alpha (0.2: the outcome stays the main signal; the paper
 gives no value) times the shipped PRM's refined step rewards
 (`rewards.process.refine`), each at its step's last token; token advantages are the
-return-to-go minus the group's mean return (`advantages.process_advantages`: PPO's with
-gamma = lambda = 1 and the group mean as the value), so a step sequence is pushed exactly by
-the return it collects. Variants (`variant=`):
+return-to-go minus the group's mean return, not divided by its std
+(`advantages.process_advantages`: PPO's with gamma = lambda = 1 and the group mean as the value),
+so a step sequence is pushed exactly by the return it collects. Variants (`variant=`):
 
   sum         r_k = p_k: every restated step adds return, so repetition pays (the hack)
   clip        r_k = min(p_k - eta, 0): no step adds return (eta = 0.5)
@@ -36,7 +36,10 @@ def get_config(arg=None):
   c = base.get_config(smoke=arg.smoke, algorithm=algorithm)
   prm.steps_policy(c, smoke=arg.smoke)
   if algorithm == "grpo":
-    c.algo.update(loss_type="grpo", beta=0.0, advantage="process", scale_rewards="group")
+    # No division by the group's std: in a group whose outcomes are all equal, dividing would
+    # blow the PRM's small differences up to the outcome's scale (measured: with "group",
+    # Clip+Delta at alpha 0.2 falls from 46% to 2% held-out, writing one step and no answer).
+    c.algo.update(loss_type="grpo", beta=0.0, advantage="process", scale_rewards="none")
   c.rewards.update(terms="verifier" if arg.variant == "outcome" else f"verifier,prm:{arg.alpha}",
                    prm_mechanism="sum" if arg.variant == "outcome" else arg.variant,
                    prm_eta=arg.eta)
