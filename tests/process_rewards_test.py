@@ -276,3 +276,10 @@ def test_process_config_trains_two_smoke_steps(name, arg, tmp_path):
     assert "train/prm/valid_pairs" in train_lines[0]
   if name == "clip_delta":
     assert "train/reward/prm/repeated_steps" in train_lines[0]
+
+
+def test_steps_format_refuses_questions_that_are_not_chains():
+  with pytest.raises(ValueError, match=r"chains of \+ and -"):
+    steps.solution("12+3*4")
+  with pytest.raises(ValueError, match="step-labelled solutions"):
+    tasks.preference_pairs(tasks.problems(2, difficulty=steps.CHAIN_LEVEL), fmt="steps")

@@ -34,8 +34,11 @@ _STEP_RE = re.compile(r"^\s*(-?\d+)\s*([+*-])\s*(-?\d+)\s*=\s*(-?\d+)\s*$")
 
 
 def _operands(question: str) -> tuple[list[int], list[str]]:
-  """Numbers and operators of a parenthesis-free chain, e.g. "47+8-15" -> ([47, 8, 15], ["+", "-"])."""
-  tokens = re.findall(r"\d+|[+*-]", question)
+  """Numbers and operators of a chain, e.g. "47+8-15" -> ([47, 8, 15], ["+", "-"])."""
+  if not re.fullmatch(r"\d+([+-]\d+)*", question):
+    raise ValueError(f"format 'steps' works chains of + and - left to right (data.difficulty="
+                     f"{CHAIN_LEVEL}); {question!r} is not one")
+  tokens = re.findall(r"\d+|[+-]", question)
   return [int(t) for t in tokens[::2]], tokens[1::2]
 
 

@@ -66,6 +66,14 @@ def _format(fmt: str) -> dict:
   return FORMATS[fmt]
 
 
+def _target_format(fmt: str) -> dict:
+  """FORMATS[fmt] for builders of fixed-answer targets ("steps" has worked solutions)."""
+  if fmt == "steps":
+    raise ValueError("format 'steps' has no fixed answer targets to pair; its records are "
+                     "step-labelled solutions (rewardjax.data.steps.prm_records)")
+  return _format(fmt)
+
+
 def _level(difficulty: int) -> Level:
   if not 0 <= difficulty < len(LEVELS):
     raise ValueError(f"difficulty must be in 0..{len(LEVELS) - 1}, got {difficulty}")
@@ -283,7 +291,7 @@ def preference_pairs(items: Sequence[dict], *, fmt: str = "short", seed: int = 0
   """
   if pairs_per_question < 1:
     raise ValueError(f"pairs_per_question must be >= 1, got {pairs_per_question}")
-  f = _format(fmt)
+  f = _target_format(fmt)
   pairs = []
   for i, it in enumerate(items):
     rng = np.random.default_rng([seed, i])
@@ -315,7 +323,7 @@ def ranked_responses(items: Sequence[dict], k: int = 4, *, fmt: str = "short",
   """
   if k < 2:
     raise ValueError(f"a ranking needs k >= 2 responses, got {k}")
-  f = _format(fmt)
+  f = _target_format(fmt)
   lists = []
   for i, it in enumerate(items):
     value = int(it["answer"])
@@ -448,7 +456,7 @@ def win_tie_pairs(items: Sequence[dict], *, fmt: str = "short", seed: int = 0,
   ...  for p in win_tie_pairs(problems(2, difficulty=0), tie_fraction=1.0)]
   [('8+6=', '14', '8+4=', '12', 1), ('8+4=', '12', '8+6=', '14', 1)]
   """
-  f = _format(fmt)
+  f = _target_format(fmt)
   pairs = preference_pairs(items, fmt=fmt, seed=seed)
   out = []
   for i, pair in enumerate(pairs):
