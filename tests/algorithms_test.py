@@ -96,8 +96,8 @@ def test_an_item_weight_scales_exactly_its_rows_loss():
   host = grpo.assemble([_group([0, 1], weight=0.5), _group([1, 0])], pad_id=0,
                        max_new_tokens=2)
   adv = grpo.advantages(jnp.asarray(host["rewards"]), jnp.asarray(host["row_weights"]),
-                        None, None, None, estimator="grpo", group_size=2,
-                        scale_rewards="group", reward_kl_coef=0.0)
+                        None, None, None, options=grpo.AdvantageOptions(
+                            estimator="grpo", group_size=2, scale_rewards="group"))
   np.testing.assert_allclose(adv[:2], -0.5 * np.asarray(adv[2:]), rtol=1e-6)
   logps = jnp.log(jnp.array([[0.3, 0.6]] * 4))
   loss_of = lambda a, rows: losses.grpo_loss(logps[rows], logps[rows] - 0.1, None, a[rows],

@@ -212,7 +212,8 @@ def test_advantages_equal_numpy_gae_with_kl_in_reward():
   # Garbage under the mask must not leak into anything.
   old[1, 2:], ref[1, 2:], values[1, 2:] = 7.0, -7.0, 9.0
   kw = dict(kl_coef=0.05, gamma=0.9, lam=0.8)
-  adv, returns, kl = jax.jit(lambda *a: ppo.advantages(*a, whiten=True, **kw))(
+  adv, returns, kl = jax.jit(lambda *a: ppo.advantages(
+      *a, options=ppo.GaeOptions(whiten=True, **kw)))(
       rewards, weights, old, ref, values, mask)
   adv_np, returns_np, kl_np = np_ppo_advantages(rewards, weights, old.astype(np.float64),
                                                 ref.astype(np.float64),

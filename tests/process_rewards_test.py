@@ -146,8 +146,7 @@ def test_per_token_advantages_reach_the_loss_unchanged():
               jnp.asarray([[0, 0, 1, -1, -1]] * 4, jnp.int32))
   rewards = jnp.asarray([1.0, 0.0, 1.0, 1.0])
   adv = grpo.advantages(rewards, jnp.ones(4), None, None, jnp.asarray(mask), steps_in,
-                        estimator="process", group_size=2, scale_rewards="group",
-                        reward_kl_coef=0.0)
+                        options=grpo.AdvantageOptions(estimator="process", group_size=2))
   direct = advantages.process_advantages(rewards, steps_in[0], steps_in[2], jnp.asarray(mask),
                                          2)
   np.testing.assert_array_equal(adv, direct)
@@ -163,8 +162,8 @@ def test_oprl_advantages_add_normalised_step_rewards_to_the_outcome():
   r_steps = jnp.asarray([[1.0, 3.0, 0.0], [2.0, 0.0, 0.0]])
   step_mask = jnp.asarray([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
   adv = grpo.advantages(jnp.asarray([1.0, 0.0]), jnp.ones(2), None, None, jnp.ones((2, 3)),
-                        (r_steps, step_mask, ids), estimator="oprl", group_size=2,
-                        scale_rewards="group", reward_kl_coef=0.0, step_advantage_weight=0.5)
+                        (r_steps, step_mask, ids), options=grpo.AdvantageOptions(
+                            estimator="oprl", group_size=2, step_advantage_weight=0.5))
   a_e = np.array([0.5, -0.5]) / (np.std([1.0, 0.0], ddof=1) + 1e-4)
   a_s = (np.array([1.0, 3.0, 2.0]) - 2.0) / (1.0 + 1e-4)        # the group's 3 steps
   np.testing.assert_allclose(adv, [[a_e[0] + 0.5 * a_s[0], a_e[0] + 0.5 * a_s[1], a_e[0]],

@@ -362,9 +362,23 @@ def reference_logprobs(score_fn: Callable, state, tokens, attention_mask, *,
                   graphdef=state.graphdef, tokens=tokens, attention_mask=attention_mask)
 
 
+@dataclasses.dataclass(frozen=True)
+class AdvantageOptions:
+  """How `advantages` turns rewards into advantages (from the algo block and the group size).
+
+  estimator: a name of ADVANTAGES; group_size: G; scale_rewards: "group" | "batch" | "none"
+  (TRL); reward_kl_coef: REINFORCE++'s k1 KL in the token reward; step_advantage_weight: OPRL's
+  alpha in A = A^E + alpha A^S.
+  """
+  estimator: str
+  group_size: int
+  scale_rewards: str = "group"
+  reward_kl_coef: float = 0.0
+  step_advantage_weight: float = 1.0
+
+
 def advantages(rewards_B, row_weights_B, old_logprobs_BxT, ref_logprobs_BxT,
-               completion_mask_BxT, steps=None, *, estimator: str, group_size: int,
-               scale_rewards: str, reward_kl_coef: float, step_advantage_weight: float = 1.0):
+               completion_mask_BxT, steps=None, *, options: AdvantageOptions):
   """Advantages on device: [B] from group estimators, [B, T] for REINFORCE++ and the step
   estimators; times weights.
 
@@ -375,6 +389,8 @@ def advantages(rewards_B, row_weights_B, old_logprobs_BxT, ref_logprobs_BxT,
   `combine_step_advantages`; OPRL, arXiv 2509.19199, §3). Jitted by the caller; rows of
   non-finite groups have weight 0.
   """
+  estimator, group_size = options.estimator, options.group_size
+  scale_rewards = options.scale_rewards
   if steps is None and estimator in STEP_ADVANTAGES:
     raise ValueError(f"advantage={estimator!r} needs the rollouts' steps")
   step_rewards_BxK, step_mask_BxK, token_step_ids_BxT = steps or (None, None, None)
@@ -388,7 +404,7 @@ def advantages(rewards_B, row_weights_B, old_logprobs_BxT, ref_logprobs_BxT,
                                                 scale_rewards=scale_rewards)
     a_BxT = advantages_lib.combine_step_advantages(
         episode_B, advantages_lib.step_advantages(step_rewards_BxK, step_mask_BxK, group_size),
-        token_step_ids_BxT, completion_mask_BxT, alpha=step_advantage_weight)
+        token_step_ids_BxT, completion_mask_BxT, alpha=options.step_advantage_weight)
     return a_BxT * row_weights_B[:, None]
   # The other estimators see one number per rollout: the outcome plus its step rewards.
   if step_rewards_BxK is not None:
@@ -396,7 +412,7 @@ def advantages(rewards_B, row_weights_B, old_logprobs_BxT, ref_logprobs_BxT,
   if estimator == "reinforce_pp":
     a_BxT = advantages_lib.reinforce_pp_advantages(
         rewards_B, old_logprobs_BxT, ref_logprobs_BxT, completion_mask_BxT,
-        kl_coef=reward_kl_coef)
+        kl_coef=options.reward_kl_coef)
     return a_BxT * row_weights_B[:, None]
   kwargs = {"scale_rewards": scale_rewards} if estimator == "grpo" else {}
   return advantages_lib.get_advantage_fn(estimator)(rewards_B, group_size, **kwargs) * row_weights_B
@@ -485,10 +501,10 @@ def build(options, setup: base.Setup) -> base.Program:
   score_fn = jax.jit(functools.partial(
       update.score_rollouts, completion_length=setup.sampling.max_new_tokens,
       chunk_size=setup.chunk_size), static_argnames=("graphdef",))
-  advantage_fn = jax.jit(functools.partial(
-      advantages, estimator=options.advantage, group_size=setup.sampling.num_generations,
+  advantage_fn = jax.jit(functools.partial(advantages, options=AdvantageOptions(
+      estimator=options.advantage, group_size=setup.sampling.num_generations,
       scale_rewards=options.scale_rewards, reward_kl_coef=options.reward_kl_coef,
-      step_advantage_weight=options.step_advantage_weight))
+      step_advantage_weight=options.step_advantage_weight)))
   heldout = list(setup.problems.get("heldout") or setup.records.get("heldout") or [])
 
   evaluate = functools.partial(base.task_accuracy, setup, heldout)

@@ -18,6 +18,7 @@ The G samples per prompt of the rollout stage are kept (set `rollout.num_generat
 one sample per prompt): PPO needs no groups, the critic is the baseline.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -63,9 +64,18 @@ def critic_objective(model, batch: dict, *, cliprange_value: float, completion_l
                                batch["completion_mask"], clip_range_value=cliprange_value or None)
 
 
+@dataclasses.dataclass(frozen=True)
+class GaeOptions:
+  """PPO's advantage options: k1 KL coefficient in the reward (0: KL in the loss or none),
+  GAE gamma and lambda, and whether advantages are whitened (TRL PPOConfig names)."""
+  kl_coef: float
+  gamma: float = 1.0
+  lam: float = 0.95
+  whiten: bool = True
+
+
 def advantages(rewards_B, row_weights_B, old_logprobs_BxT, ref_logprobs_BxT, values_BxT,
-               completion_mask_BxT, steps=None, *, kl_coef: float, gamma: float, lam: float,
-               whiten: bool):
+               completion_mask_BxT, steps=None, *, options: GaeOptions):
   """(advantages [B, T], returns [B, T], KL-in-reward mean) on device; jitted by the caller.
 
   `steps` = (step_rewards [B, K], token_step_ids [B, T]) of the process terms: each step's
@@ -74,13 +84,14 @@ def advantages(rewards_B, row_weights_B, old_logprobs_BxT, ref_logprobs_BxT, val
   reward groups have weight 0: their completion mask is already 0.
   """
   r_BxT = advantages_lib.token_rewards(rewards_B, old_logprobs_BxT, ref_logprobs_BxT,
-                                       completion_mask_BxT, kl_coef=kl_coef)
+                                       completion_mask_BxT, kl_coef=options.kl_coef)
   if steps is not None:
     step_rewards_BxK, token_step_ids_BxT = steps
     r_BxT = r_BxT + advantages_lib.step_token_rewards(step_rewards_BxK, token_step_ids_BxT) * (
         completion_mask_BxT > 0)
   adv_BxT, returns_BxT = advantages_lib.gae_advantages(
-      r_BxT, values_BxT, completion_mask_BxT, gamma=gamma, lam=lam, whiten=whiten)
+      r_BxT, values_BxT, completion_mask_BxT, gamma=options.gamma, lam=options.lam,
+      whiten=options.whiten)
   m_BxT = completion_mask_BxT.astype(jnp.float32)
   kl = ((old_logprobs_BxT - ref_logprobs_BxT) * m_BxT).sum() / jnp.maximum(m_BxT.sum(), 1.0)
   return adv_BxT * row_weights_B[:, None], returns_BxT, kl
@@ -146,9 +157,9 @@ def build(options, setup: base.Setup) -> base.Program:
   value_fn = jax.jit(lambda graphdef, params, tokens, mask: jax.lax.stop_gradient(
       critic_values(nnx.merge(graphdef, params), tokens, mask,
                     completion_length=completion_length)), static_argnums=0)
-  advantage_fn = jax.jit(functools.partial(
-      advantages, kl_coef=options.kl_coef if options.kl_in == "reward" else 0.0,
-      gamma=options.gamma, lam=options.lam, whiten=options.whiten_advantages))
+  advantage_fn = jax.jit(functools.partial(advantages, options=GaeOptions(
+      kl_coef=options.kl_coef if options.kl_in == "reward" else 0.0, gamma=options.gamma,
+      lam=options.lam, whiten=options.whiten_advantages)))
   heldout = list(setup.problems.get("heldout") or setup.records.get("heldout") or [])
 
   def critic_model(rngs):

@@ -26,6 +26,7 @@ from jaxtyping import Array, Float, Shaped
 
 from rewardjax import sharding
 from rewardjax.data import steps as steps_lib
+from rewardjax.data import tokenizers
 from rewardjax.rewards import composition, verifiers
 
 MECHANISMS = ("sum", "clip", "delta", "clip_delta")
@@ -55,22 +56,22 @@ def step_layout(completion_tokens: np.ndarray, completion_mask: np.ndarray,
   if completion_tokens.shape != completion_mask.shape:
     raise ValueError(f"completion_tokens {completion_tokens.shape} and completion_mask "
                      f"{completion_mask.shape} differ")
-  b, t = completion_tokens.shape
+  t = completion_tokens.shape[1]
   real = completion_mask > 0
   is_sep = (completion_tokens == separator_id) & real
   # Step id of token j = number of separators strictly before j.
   ids = np.cumsum(is_sep, axis=1) - is_sep
   num_steps = is_sep.sum(axis=1)
   ids = np.where(real & (ids < num_steps[:, None]), ids, -1)
-  no_sep = num_steps == 0
+  no_sep = (num_steps == 0) & real.any(axis=1)
   ids[no_sep] = np.where(real[no_sep], 0, -1)
-  step_end = np.zeros((b, t), np.int32)
-  step_mask = np.zeros((b, t), np.float32)
-  for i in range(b):
-    ends = np.flatnonzero(is_sep[i])
-    if not len(ends) and real[i].any():
-      ends = np.array([np.flatnonzero(real[i])[-1]])
-    step_end[i, :len(ends)], step_mask[i, :len(ends)] = ends, 1.0
+  # Separator positions first, in order (a stable sort of "is not a separator").
+  step_end = np.argsort(~is_sep, axis=1, kind="stable")
+  last_real = t - 1 - np.argmax(real[:, ::-1], axis=1)
+  step_end[no_sep, 0] = last_real[no_sep]
+  num_steps = np.where(no_sep, 1, num_steps)
+  step_mask = (np.arange(t)[None, :] < num_steps[:, None]).astype(np.float32)
+  step_end = np.where(step_mask > 0, step_end, 0).astype(np.int32)
   return {"token_step_ids": ids.astype(np.int32), "step_end": step_end, "step_mask": step_mask}
 
 
@@ -157,7 +158,7 @@ def prm_term(options, *, tokenizer, mesh):
   from rewardjax import pretrained  # noqa: PLC0415
 
   directory = hf_reward.resolve_reward_model_dir(options.prm or pretrained.ARITH_PRM)
-  prm_tokenizer = sources.tokenizers.load_tokenizer(directory)
+  prm_tokenizer = tokenizers.load_tokenizer(directory)
   if prm_tokenizer.get_vocab() != tokenizer.get_vocab():
     raise ValueError(f"the PRM in {directory} has another tokenizer than the policy; a PRM "
                      "reads the rollout tokens as sampled, so the two must share one")
@@ -191,7 +192,7 @@ def implicit_prm_term(options, *, mesh):
   def fn(scored: composition.Scored):
     a = _layout(scored, "implicit_prm")
     c = scored.state.companion
-    phi_BxT, _ = sources._rollout_logps(c.graphdef, c.params, a, mesh)
+    phi_BxT, _ = sources.rollout_logps(c.graphdef, c.params, a, mesh)
     diff_BxT = (np.asarray(sharding.gather(phi_BxT)) - a["model_logprobs"]) * a[
         "completion_mask"]
     rewards = options.implicit_prm_beta * step_sums(diff_BxT, a["token_step_ids"])

@@ -208,7 +208,8 @@ def completion_logps(graphdef, params, tokens, attention_mask, *, completion_len
           jax.lax.stop_gradient(logprob.value_at(first_logits_BxV, alpha)))
 
 
-def _rollout_logps(graphdef, params, arrays, mesh, alpha=1.0):
+def rollout_logps(graphdef, params, arrays, mesh, alpha=1.0):
+  """`completion_logps` of the rollout rows (`Scored.arrays`) under `params`, on the mesh."""
   completion_length = arrays["completion_mask"].shape[1]
   attention = np.concatenate([arrays["prompt_mask"], arrays["completion_mask"]], axis=1)
   tokens, attention = sharding.feed((arrays["tokens"], attention.astype(np.int32)), mesh)
@@ -256,8 +257,8 @@ def coherent_term(options: RewardOptions, *, mesh):
 
   def fn(scored: composition.Scored):
     state, a = scored.state, scored.arrays
-    sft, _ = _rollout_logps(state.graphdef, state.ref_params, a, mesh)
-    pt, _ = _rollout_logps(base_graphdef, base_params, a, mesh)
+    sft, _ = rollout_logps(state.graphdef, state.ref_params, a, mesh)
+    pt, _ = rollout_logps(base_graphdef, base_params, a, mesh)
     # float: coherent_reward's mask is Float | Bool, the rollouts' completion_mask is int32.
     mask = jnp.asarray(a["completion_mask"], jnp.float32)
     reward = logprob.coherent_reward(jnp.asarray(_host(sft)), jnp.asarray(_host(pt)), mask)
@@ -275,7 +276,7 @@ def endogenous_term(options: RewardOptions, *, mesh):
   def fn(scored: composition.Scored):
     state, a = scored.state, scored.arrays
     params = state.ref_params if options.endogenous_model == "reference" else state.params
-    logps, first_value = _rollout_logps(state.graphdef, params, a, mesh, alpha=options.alpha)
+    logps, first_value = rollout_logps(state.graphdef, params, a, mesh, alpha=options.alpha)
     reward = logprob.endogenous_reward(jnp.asarray(_host(logps)),
                                        jnp.asarray(a["completion_mask"]),
                                        jnp.asarray(_host(first_value)), alpha=options.alpha)
