@@ -16,8 +16,8 @@ MODEL_REWARD_CONFIGS = ("ppo", "rlhf", "cooper", "sar", "ssr_zero", "endogenous"
                         "self_rewarding_ppo", "spo", "co_reward") + ROUND_CONFIGS + PROCESS_CONFIGS
 # Two-attempt and self-distillation configs (rewardjax.turns).
 TURN_CONFIGS = ("score", "sd_zero")
-CONFIGS = ("grpo", "dpo", "reward_model", "sft", "spark", "pretrain", "prm") + MODEL_REWARD_CONFIGS \
-    + TURN_CONFIGS
+CONFIGS = (("grpo", "dpo", "reward_model", "sft", "spark", "pretrain", "prm")
+           + MODEL_REWARD_CONFIGS + TURN_CONFIGS)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

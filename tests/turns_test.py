@@ -199,7 +199,7 @@ def test_two_attempt_rows_masks_and_kl_weights(two_attempt_batch):
 # ---------------------------------------------------------------- smoke runs
 
 # (config, variant, overrides): every variant, and SD-Zero with a teacher refreshed every step
-# of 2 (a `base.Rounds` program whose teacher copy is the state's `ref_params`).
+# of 2 (the teacher copy is the state's `ref_params`, synchronised by `update.RefSync`).
 CASES = [("score", "score", {}), ("score", "naive", {}), ("sd_zero", "sd_zero", {}),
          ("sd_zero", "forward_kl", {}), ("sd_zero", "sd_zero", {"algo.teacher_sync_steps": 2})]
 
@@ -221,6 +221,5 @@ def test_variant_smoke_run_reports_both_attempts(name, variant, overrides, tmp_p
   train_keys = set().union(*[line for line in lines if "train/loss" in line])
   want = {"train/turn2/reward"} if name == "score" else {"train/teacher_agreement"}
   assert want <= train_keys
-  syncs = [line["train/round/teacher_sync"] for line in lines
-           if "train/round/teacher_sync" in line]
-  assert syncs == ([0.0] if overrides else [])  # steps 0 and 1: one sync, before step 0
+  syncs = [line["train/ref_sync/alpha"] for line in lines if "train/ref_sync/alpha" in line]
+  assert syncs == ([0.0, 1.0] if overrides else [])  # 2 updates: the copy after update 2

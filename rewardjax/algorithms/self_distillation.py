@@ -25,7 +25,6 @@ context (a periodic teacher copy is kept in `TrainState.ref_params`).
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -102,14 +101,6 @@ def distillation_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, o
                            teacher_logprobs=teacher), metrics
 
 
-def sync_teacher(state, period: int, rng):
-  """`base.Rounds.begin` of a periodic teacher: θ̄ (`ref_params`) <- θ, placed like θ̄."""
-  del rng
-  ref = jax.tree.map(lambda n, o: jax.device_put(jnp.copy(n), o.sharding), state.params,
-                     state.ref_params)
-  return state.replace(ref_params=ref), {"teacher_sync": float(period)}
-
-
 def build(options, setup: base.Setup) -> base.Program:
   """The SD-Zero program (see `base.Program`)."""
   if options.revise_prompt not in turns.REVISE_PROMPTS:
@@ -128,14 +119,16 @@ def build(options, setup: base.Setup) -> base.Program:
       init_params=base.language_model_params,
       make_batch=functools.partial(distillation_batch, setup=setup, options=options,
                                    teacher_fn=teacher_fn),
-      step=functools.partial(update.update, loss=obj.loss),
+      # A periodic teacher: every K updates θ̄ (`ref_params`) <- θ inside the jitted step
+      # (`update.RefSync` with alpha 1, the reference sync every GRPO config can use).
+      step=functools.partial(update.update, loss=obj.loss, ref_sync=update.RefSync(
+          alpha=1.0, every=options.teacher_sync_steps)
+          if options.teacher_sync_steps > 1 else None),
       # Attempt 1 is the plain greedy accuracy; attempt 2 shows how the reviser changed.
       evaluate=functools.partial(base.two_attempt_accuracy, setup, heldout,
                                  options.revise_prompt),
       with_ref=options.teacher_sync_steps != 1,
-      rows_per_update=setup.batch_size * setup.sampling.num_generations,
-      rounds=(base.Rounds(options.teacher_sync_steps, sync_teacher)
-              if options.teacher_sync_steps > 1 else None))
+      rows_per_update=setup.batch_size * setup.sampling.num_generations)
 
 
 ALGORITHM = base.Algorithm(name="self_distillation", defaults=DEFAULTS, objectives=OBJECTIVES,

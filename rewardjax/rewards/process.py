@@ -50,7 +50,8 @@ def step_layout(completion_tokens: np.ndarray, completion_mask: np.ndarray,
 
   >>> out = step_layout(np.array([[5, 9, 6, 9, 7, 0], [7, 7, 0, 0, 0, 0]]),
   ...                   np.array([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0]]), separator_id=9)
-  >>> out["token_step_ids"].tolist(), out["step_end"][:, :2].tolist(), out["step_mask"][:, :2].tolist()
+  >>> ids, ends, mask = out["token_step_ids"], out["step_end"], out["step_mask"]
+  >>> ids.tolist(), ends[:, :2].tolist(), mask[:, :2].tolist()
   ([[0, 0, 1, 1, -1, -1], [0, 0, -1, -1, -1, -1]], [[1, 3], [1, 0]], [[1.0, 1.0], [1.0, 0.0]])
   """
   if completion_tokens.shape != completion_mask.shape:
@@ -89,7 +90,8 @@ def clip_mechanism(step_scores: Float[Array, "B K"], step_mask: Shaped[Array, "B
                    eta: float) -> Float[Array, "B K"]:
   """f_clip(p)_k = min(p_k - eta, 0): every step reward <= 0, so extra steps never add return.
 
-  >>> [round(float(x), 2) for x in clip_mechanism(jnp.array([[0.9, 0.2, 0.5]]), jnp.ones((1, 3)), eta=0.5)[0]]
+  >>> p = jnp.array([[0.9, 0.2, 0.5]])
+  >>> [round(float(x), 2) for x in clip_mechanism(p, jnp.ones((1, 3)), eta=0.5)[0]]
   [0.0, -0.3, 0.0]
   """
   return jnp.where(step_mask > 0, jnp.minimum(step_scores - eta, 0.0), 0.0)
@@ -100,7 +102,8 @@ def delta_mechanism(step_scores: Float[Array, "B K"],
   """f_delta(p)_k = p_k - p_{k+1} (k < K_b), f_delta(p)_{K_b} = p_{K_b}: the return from step k
   telescopes to p_k, bounded whatever the number of steps.
 
-  >>> [round(float(x), 2) for x in delta_mechanism(jnp.array([[0.9, 0.6, 0.8]]), jnp.ones((1, 3)))[0]]
+  >>> p = jnp.array([[0.9, 0.6, 0.8]])
+  >>> [round(float(x), 2) for x in delta_mechanism(p, jnp.ones((1, 3)))[0]]
   [0.3, -0.2, 0.8]
   """
   m = step_mask.astype(jnp.float32)
@@ -152,10 +155,9 @@ def prm_term(options, *, tokenizer, mesh):
   sharing the policy's tokenizer, so it reads the rollout tokens as sampled; p_k is the sigmoid
   of its score at step k's last token. Metrics: mean steps, mean p, repeated-step share.
   """
+  from rewardjax import pretrained  # noqa: PLC0415
   from rewardjax.models import hf_reward  # noqa: PLC0415 (safetensors, only when used)
   from rewardjax.rewards import sources  # noqa: PLC0415 (sources registers this term)
-
-  from rewardjax import pretrained  # noqa: PLC0415
 
   directory = hf_reward.resolve_reward_model_dir(options.prm or pretrained.ARITH_PRM)
   prm_tokenizer = tokenizers.load_tokenizer(directory)
