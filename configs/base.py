@@ -13,6 +13,7 @@ import ml_collections
 
 from configs import common
 from rewardjax import algorithms, pretrained
+from rewardjax.evaluation import reward_eval
 from rewardjax.rewards import sources
 
 
@@ -54,6 +55,12 @@ def get_config(smoke: bool = False, size: str = "tiny",
   # The reward of sampling algorithms without a recipe: weighted terms over
   # rewardjax.rewards.sources.SOURCES ("verifier,sar:0.2") and each source's options.
   c.rewards = ml_collections.ConfigDict(dataclasses.asdict(sources.RewardOptions()))
+
+  # Reward evaluation of reward-model and DPO runs (rewardjax.evaluation.reward_eval): the
+  # built-in RewardBench-style benchmark and best-of-N reranking; off (0) unless a config turns
+  # it on (configs/reward_model.py, configs/dpo.py).
+  c.reward_eval = ml_collections.ConfigDict(dataclasses.asdict(
+      reward_eval.RewardEvalOptions(questions=0, best_of_n=0)))
 
   c.rollout = ml_collections.ConfigDict(dict(
       num_generations=8, max_new_tokens=8, temperature=1.0, top_p=1.0, top_k=0))

@@ -53,12 +53,19 @@ records, so e.g. `margin` trains on pairs that carry a margin):
 """
 
 from configs import base, common
+from rewardjax import pretrained
 
 # Each variant is a diff of the reward model's `algo` block (TRL RewardConfig names).
 VARIANTS = {name: dict(loss_type=name) for name in (
     "bt", "margin", "label_flip", "label_smoothing", "adaptive_margin", "contrastive", "win_tie",
     "k_choose_2", "plackett_luce", "polar", "yojo", "goal_conditioned", "pointwise")}
-VARIANTS.update(center=dict(loss_type="bt", center_rewards_coefficient=0.01))
+VARIANTS.update(
+    center=dict(loss_type="bt", center_rewards_coefficient=0.01),
+    noisy_bt=dict(loss_type="bt", records="noisy_pairs"),
+    polar=dict(loss_type="polar", pretrain_steps=600),
+    tree=dict(loss_type="bt", records="tree_pairs"),
+    chain=dict(loss_type="bt", records="chain_pairs"),
+    endogenous=dict(loss_type="bt"))
 
 
 def get_config(arg=None):
@@ -76,4 +83,12 @@ def get_config(arg=None):
     c.warmstart.update(steps=2500, batch_size=128, learning_rate=1e-3)
     c.train.update(steps=1200, batch_size=64, eval_every=200)
     c.optim.update(learning_rate=3e-4, warmup_steps=50, schedule="cosine")
+    c.reward_eval.update(questions=256, best_of_n=8, best_of_n_questions=256)
+  else:
+    c.reward_eval.update(questions=4, best_of_n=2, best_of_n_questions=4)
+  if arg.variant == "endogenous":
+    # Training-free: the shipped policy's own log-likelihood reward is evaluated; train.py
+    # runs no step and reports the same evaluation as launch/eval.py.
+    c.train.update(steps=0, export_hf=False)
+    c.reward_eval.update(scorer="endogenous", policy=pretrained.ARITH)
   return c

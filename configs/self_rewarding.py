@@ -30,6 +30,7 @@ def make(arg, *, rule: str, loss_type: str = "sigmoid", num_rounds: int = 4,
   c = dpo.get_config(f"size={arg.size}" + (",smoke" if arg.smoke else ""))
   c.recipe = "self_rewarding"
   c.algo.loss_type = loss_type
+  c.reward_eval.update(questions=0, best_of_n=0)  # rounds report task accuracy per round
   c.rewards.update(terms=JUDGES[arg.judge], judge_read="probability", judge_max_new_tokens=10)
   if arg.judge == "reward_model":
     # sigma(score) in [0, 1], the scale of the self-judge's p(yes) and of DNO's thresholds.

@@ -21,6 +21,7 @@ from rewardjax import algorithms, checkpoint, machine, optim, pretrained, recipe
 from rewardjax import metrics as metrics_lib
 from rewardjax.algorithms import base
 from rewardjax.data import loaders, tasks, tokenizers
+from rewardjax.evaluation import reward_eval
 from rewardjax.models import hf, transformer
 from rewardjax.rewards import sources
 from rewardjax.types import ModelState, TrainState
@@ -145,7 +146,9 @@ def make_job(config: ml_collections.ConfigDict, mesh) -> Job:
                                     top_p=r.top_p, top_k=r.top_k),
       problems=problems, records=records, recipe=recipe, batch_size=config.train.batch_size,
       eval_batch_size=config.train.eval_batch_size, seed=config.seed,
-      train_steps=config.train.steps)
+      train_steps=config.train.steps, reward_eval=reward_eval.RewardEvalOptions(
+          **(config.reward_eval.to_dict() | {
+              "policy": config.reward_eval.policy or config.model.checkpoint})))
   program = algorithm.build(config.algo, setup)
   if recipe.rounds is not None and program.rounds is None:
     raise ValueError(f"recipe={config.recipe!r} trains in rounds of preference pairs, which "
@@ -364,7 +367,7 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   program, rng, total_steps = job.program, jax.random.key(config.seed), config.train.steps
   sharding.check_batch(program.rows_per_update, mesh, "rows per update")
   updates = total_steps * program.num_iterations * program.num_minibatches
-  tx = make_optimizer(config.optim, updates)
+  tx = make_optimizer(config.optim, max(updates, 1))  # train.steps=0: evaluate the start
   companion = None
   if program.companion is not None:  # a second model trained in the same step, own optimizer
     companion = (program.companion, make_optimizer(ml_collections.ConfigDict(

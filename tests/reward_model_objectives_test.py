@@ -21,7 +21,7 @@ from configs import reward_model as reward_model_config
 from rewardjax import losses, sharding
 from rewardjax.algorithms import base, reward_model
 from rewardjax.algorithms import reward_model_objectives as rmo
-from rewardjax.data import tasks, tokenizers
+from rewardjax.data import reward_data, tasks, tokenizers
 from rewardjax.models import heads, transformer
 from rewardjax.types import SequenceBatch
 
@@ -237,8 +237,13 @@ PAIR_OBJECTIVES = sorted(set(rmo.OBJECTIVES) - {"prm"})
 
 
 def test_table_covers_the_config_variants():
-  assert set(reward_model_config.VARIANTS) == set(PAIR_OBJECTIVES) | {"center"}
-  assert len(reward_model_config.VARIANTS) == 14
+  # Variants beyond one per objective: a records kind or option diff of an objective.
+  extra = {"center", "noisy_bt", "tree", "chain", "endogenous"}
+  assert set(reward_model_config.VARIANTS) == set(PAIR_OBJECTIVES) | extra
+  for name in extra:
+    diff = reward_model_config.VARIANTS[name]
+    assert diff["loss_type"] in rmo.OBJECTIVES and diff.get("records", "bt") != "", name
+    assert diff.get("records", "pairs") in rmo.RECORDS, name
   assert set(REFERENCES) == set(PAIR_OBJECTIVES) == set(METRICS)
   for name, obj in rmo.OBJECTIVES.items():
     assert obj.records in rmo.RECORDS, name
@@ -384,26 +389,56 @@ def test_noisy_pairs_swap_labels_and_scorers_see_it():
 def test_win_tie_pairs_tie_only_correct_answers():
   items = tasks.problems(200, difficulty=1, seed=0, unique=True)
   answers = {it["prompt"]: int(it["answer"]) for it in items}
-  pairs = tasks.win_tie_pairs(items, tie_fraction=0.5)
+  pairs = reward_data.tie_pairs(items, tie_fraction=0.5)
   assert abs(np.mean([p["is_tie"] for p in pairs]) - 0.5) < 0.1
+  cross = []
   for p in pairs:
-    assert value(p["chosen"]) == answers[p["prompt"]]  # the winner always passes
-    rejected_ok = value(p["rejected"]) == answers[p["rejected_prompt"]]
+    assert float(p["chosen"]) == answers[p["prompt"]]  # the winner always passes
+    rejected_ok = float(p["rejected"]) == answers[p["rejected_prompt"]]
     assert rejected_ok == bool(p["is_tie"])  # a tie is Pass-Pass, a win is Pass-Fail
-    assert (p["rejected_prompt"] != p["prompt"]) == bool(p["is_tie"])  # ties are cross-prompt
-  assert not any(p["is_tie"] for p in tasks.win_tie_pairs(items[:1], tie_fraction=1.0))
+    if p["is_tie"]:
+      cross.append(p["rejected_prompt"] != p["prompt"])
+      if not cross[-1]:  # a within-prompt tie: two different forms of the same answer
+        assert p["chosen"] != p["rejected"]
+  assert 0.3 < np.mean(cross) < 0.7  # half the paper's cross-prompt ties, half forms
+  assert not any(p["rejected_prompt"] != p["prompt"]
+                 for p in reward_data.tie_pairs(items[:1], tie_fraction=1.0))
+  wrong = reward_data.tie_pairs(items, tie_fraction=1.0, wrong_tie_fraction=1.0)
+  for p in wrong:  # equally wrong: v + d against v - d
+    v = answers[p["prompt"]]
+    assert float(p["chosen"]) - v == v - float(p["rejected"]) != 0
 
 
 def test_polar_triplets_rank_candidates_against_the_correct_reference():
   items = tasks.problems(20, difficulty=1, seed=0)
-  for i, t in enumerate(tasks.polar_triplets(items)):
+  for t in tasks.polar_triplets(items):  # fine-tuning form: second-ranked beats third-ranked
     answer = int(t["answer"])
-    assert value(t["reference"]) == answer
-    if i % 2 == 0:  # pre-training form: the reference policy's second sample is the positive
-      assert t["positive"] == t["reference"] and value(t["negative"]) != answer
-    else:           # fine-tuning form: second-ranked beats third-ranked
-      assert abs(value(t["positive"]) - answer) < abs(value(t["negative"]) - answer)
-      assert value(t["positive"]) != answer
+    assert value(t["reference"]) == answer != value(t["positive"])
+    assert abs(value(t["positive"]) - answer) < abs(value(t["negative"]) - answer)
+
+
+def test_policy_triplets_share_the_reference_policy():
+  items = tasks.problems(300, difficulty=1, seed=0)
+  triplets = reward_data.policy_triplets(items)
+  # Same policy: reference and positive agree far more often than reference and negative.
+  same = np.mean([t["reference"] == t["positive"] for t in triplets])
+  other = np.mean([t["reference"] == t["negative"] for t in triplets])
+  assert same > other + 0.1
+  assert all(set(t) == {"prompt", "reference", "positive", "negative", "answer"} for t in triplets)
+
+
+def test_tree_pairs_share_prefixes_and_chain_pairs_match_the_budget():
+  items = [dict(question="18+7", answer="25", prompt="18+7=")]
+  tree = reward_data.tree_pairs(items, pairs_per_question=100)
+  leaves = {p["chosen"] for p in tree} | {p["rejected"] for p in tree}
+  assert len(leaves) == 4 and "25" in leaves  # 2 digits, branching 2: 4 root-to-leaf paths
+  assert {leaf[0] for leaf in leaves} == {"2", sorted({leaf[0] for leaf in leaves} - {"2"})[0]}
+  for p in tree:  # the closer answer is preferred; a pair never ties
+    assert abs(int(p["chosen"]) - 25) < abs(int(p["rejected"]) - 25)
+  chain = reward_data.chain_pairs(items, pairs_per_question=100)
+  assert len(chain) == len(tree)
+  negative = reward_data.tree_pairs([dict(question="5-96", answer="-91", prompt="5-96=")])
+  assert all(p["chosen"][0] == "-" and p["rejected"][0] == "-" for p in negative)
 
 
 def test_polar_rows_pack_the_reference_before_the_candidate(setup):

@@ -65,6 +65,7 @@ class Setup:
   seed: int
   chunk_size: int = 1024           # vocab rows per chunk of the log-prob kernel
   train_steps: int = 0             # steps of the run (schedules inside a step, e.g. ref sync)
+  reward_eval: Any = None          # evaluation.reward_eval.RewardEvalOptions, or None (off)
 
 
 @dataclasses.dataclass(frozen=True)

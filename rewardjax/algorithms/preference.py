@@ -20,6 +20,7 @@ from rewardjax import recipes, rounds, sharding, update
 from rewardjax.algorithms import base, sft
 from rewardjax.algorithms.preference_objectives import DEFAULTS, OBJECTIVES
 from rewardjax.data import tasks
+from rewardjax.evaluation import reward_eval, scorers
 from rewardjax.models import transformer
 from rewardjax.types import PreferenceBatch
 
@@ -121,8 +122,14 @@ def build(options, setup: base.Setup) -> base.Program:
   ref_fn = reference_scorer(setup.chunk_size)
   problems = list(setup.problems.get("heldout") or [])
 
+  # The RewardBench-style benchmark and best-of-N on the implicit reward (config `reward_eval`).
+  reward_evaluation = reward_eval.program_evaluation(
+      setup, lambda state: scorers.implicit_reward(state.graphdef, state.params,
+                                                   state.ref_params, setup, beta=options.beta),
+      problems)
+
   def evaluate(state, rng):
-    out = {}
+    out = reward_evaluation(state, rng)
     if heldout:
       tokens, attention_mask, loss_mask = sharding.feed(pair_arrays(
           setup.tokenizer, [p["prompt"] for p in heldout], [p["chosen"] for p in heldout],

@@ -9,6 +9,7 @@ the run's `hf/` export is a `*ForSequenceClassification` directory transformers 
 (`models.hf_reward`), and `rewards.reward_model=<workdir>` scores RL rollouts with it.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -19,8 +20,21 @@ from rewardjax import recipes, sharding, update
 from rewardjax.algorithms import base
 from rewardjax.algorithms.reward_model_objectives import DEFAULTS, OBJECTIVES, RECORDS
 from rewardjax.data import tasks, tokenizers
+from rewardjax.evaluation import reward_eval, scorers
 from rewardjax.models import heads, hf_reward
 from rewardjax.types import SequenceBatch
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedStream:
+  """Records of `first` for steps [0, steps), then of `then` (its step count restarting at 0):
+  a pre-training stage before the labelled data (POLAR, arXiv 2507.05197 §3.3-3.4)."""
+  first: recipes.RecordStream
+  steps: int
+  then: recipes.RecordStream
+
+  def prompts(self, step: int) -> list[dict]:
+    return self.first.prompts(step) if step < self.steps else self.then.prompts(step - self.steps)
 
 
 def make_step(options):
@@ -34,7 +48,7 @@ def reward_model_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, s
   """The `SequenceBatch` of step `step` (rows laid out by the objective's records builder)."""
   del state
   items = stream.prompts(step)
-  arrays, extra = RECORDS[obj.records].arrays(items, setup=setup)
+  arrays, extra = RECORDS[options.records or obj.records].arrays(items, setup=setup)
   arrays, extra = base.place(obj, arrays, extra, items, setup=setup, options=options,
                              rng=jax.random.fold_in(rng, step))
   base.check_fields(obj, extra, options.loss_type)
@@ -44,15 +58,33 @@ def reward_model_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, s
 def build(options, setup: base.Setup) -> base.Program:
   """The reward-model program (see `base.Program`)."""
   obj = base.objective(OBJECTIVES, options.loss_type, "reward_model")
-  records = RECORDS[obj.records]
+  kind = options.records or obj.records
+  if kind not in RECORDS:
+    raise ValueError(f"reward_model: records={kind!r} is not a records kind; valid: "
+                     f"{sorted(RECORDS)} ('' = the objective's own, {obj.records!r})")
+  records = RECORDS[kind]
+  if options.pretrain_steps and records.pretrain is None:
+    raise ValueError(f"reward_model: pretrain_steps={options.pretrain_steps} but records "
+                     f"{kind!r} have no pre-training data; kinds that do: "
+                     f"{sorted(k for k, r in RECORDS.items() if r.pretrain)}")
+  pretrain = []
   if setup.problems.get("train"):
-    train = records.builtin(setup.problems["train"], fmt=setup.data.fmt, seed=setup.seed,
-                            options=options)
+    problems = setup.problems["train"]
+    labelled = problems[:options.train_questions] if options.train_questions else problems
+    train = records.builtin(labelled, fmt=setup.data.fmt, seed=setup.seed, options=options)
+    if options.pretrain_steps:  # unlabelled: every training question
+      pretrain = records.pretrain(problems, seed=setup.seed)
     heldout = [] if records.evaluate else tasks.preference_pairs(
         setup.problems["heldout"], fmt=setup.data.fmt, seed=setup.seed + 1)
   else:
     train, heldout = setup.records["train"], setup.records["heldout"]
+    if options.pretrain_steps:
+      raise ValueError("reward_model: pretrain_steps needs the built-in task (its unlabelled "
+                       "pre-training records); set it to 0 for a records file")
   stream = recipes.RecordStream(train, setup.batch_size, setup.seed)
+  if pretrain:
+    stream = StagedStream(recipes.RecordStream(pretrain, setup.batch_size, setup.seed + 1),
+                          options.pretrain_steps, stream)
   score = jax.jit(lambda graphdef, params, t, a: nnx.merge(graphdef, params)(
       t, attention_mask=a), static_argnums=0)
 
@@ -70,6 +102,15 @@ def build(options, setup: base.Setup) -> base.Program:
 
   if records.evaluate is not None:  # e.g. a PRM: step accuracy on held-out step records
     evaluate = functools.partial(records.evaluate, setup, setup.problems.get("heldout") or [])
+  # The RewardBench-style benchmark and best-of-N (config `reward_eval`), on the head's scores
+  # in this objective's row layout.
+  reward_evaluation = reward_eval.program_evaluation(
+      setup, lambda state: scorers.reward_model(state.graphdef, state.params, setup,
+                                                records=kind),
+      [] if kind == "steps" else setup.problems.get("heldout") or [], heldout)
+
+  def evaluate_all(state, rng):
+    return {**evaluate(state, rng), **reward_evaluation(state, rng)}
 
   def init_params(lm_params, rng):
     # The head is fresh; the backbone is the (warm-started or pretrained) language model.
@@ -88,7 +129,7 @@ def build(options, setup: base.Setup) -> base.Program:
       model_fn=model_fn, init_params=init_params,
       make_batch=functools.partial(reward_model_batch, setup=setup, stream=stream, obj=obj,
                                    options=options),
-      step=make_step(options), evaluate=evaluate, with_ref=False,
+      step=make_step(options), evaluate=evaluate_all, with_ref=False,
       rows_per_update=records.rows(setup.batch_size, options), export=export)
 
 

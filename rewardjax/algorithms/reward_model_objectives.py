@@ -29,13 +29,18 @@ import numpy as np
 from rewardjax import losses
 from rewardjax.algorithms import process_reward_model as prm
 from rewardjax.algorithms.base import Objective
-from rewardjax.data import tasks, tokenizers
+from rewardjax.data import reward_data, tasks, tokenizers
 from rewardjax.models import heads
 
 # The `algo` block of a reward-model config: one meaning per field (TRL names where TRL has the
 # field). Fields marked "built-in" shape the records the built-in task makes.
 DEFAULTS = dict(
     loss_type="bt",                  # a key of OBJECTIVES
+    records="",                      # a key of RECORDS to train on ("" = the objective's own)
+    train_questions=0,               # built-in: label only the first N training questions
+                                     # (0 = all); a small-data run
+    pretrain_steps=0,                # the first N steps train on the records' unlabelled
+                                     # pre-training data (POLAR: policy discrimination)
     center_rewards_coefficient=0.0,  # TRL: + c * mean((r_w + r_l)^2) (BT-based); 0 = off
     pairs_per_question=1,            # built-in pairs: pairs per training question
     num_responses=4,                 # built-in ranked lists: K responses per prompt
@@ -45,6 +50,8 @@ DEFAULTS = dict(
     noise_threshold=0.0,             # pairs with ensemble strength below it count as noisy
     label_smoothing=0.1,             # TRL DPOConfig name: alpha of soft labels on noisy pairs
     tie_fraction=0.5,                # built-in win-tie pairs: probability of a tie pair
+    wrong_tie_fraction=0.0,          # built-in win-tie pairs: share of ties that are two
+                                     # equally wrong answers (SoliReward ties only Passes: 0)
     contrastive_coefficient=1.0,     # beta of the SimCSE term (MOSS-RLHF II: 1)
     contrastive_temperature=0.05,    # tau of SimCSE (SimCSE default; the paper gives none)
     contrastive_dropout=0.05,        # dropout rate that makes SimCSE's two views (paper: 0.05)
@@ -222,7 +229,7 @@ def add_step_key(arrays, extra, items, *, setup, options, rng):
   return arrays, {**extra, "key": np.repeat(key_1xK, arrays["tokens"].shape[0], axis=0)}
 
 
-def _rows(setup, prompts: Sequence[str], completions: Sequence[str]) -> dict:
+def response_rows(setup, prompts: Sequence[str], completions: Sequence[str]) -> dict:
   """Token arrays of the rows (prompt_i | completion_i): prompts left-padded and completions
   right-padded (EOS appended) as `preference.pair_arrays` lays them out; loss_mask[j] = 1 where
   token j+1 is a completion token."""
@@ -247,7 +254,7 @@ def _pair_arrays(items, *, setup):
   then rejected_label), one entry per row."""
   prompts = [it["prompt"] for it in items]
   rejected_prompts = [it.get("rejected_prompt", it["prompt"]) for it in items]
-  arrays = _rows(setup, prompts + rejected_prompts,
+  arrays = response_rows(setup, prompts + rejected_prompts,
                  [it["chosen"] for it in items] + [it["rejected"] for it in items])
 
   def has(*names):
@@ -273,12 +280,17 @@ class Records:
     then rejected rows) in which a model trained on this kind scores held-out pairs
     `{"prompt", "chosen", "rejected"}`; plain pair rows unless the kind packs more (POLAR's
     reference).
+  evaluate: `evaluate(setup, heldout_problems, state, rng) -> dict` replacing the held-out pair
+    accuracy (a PRM's step accuracy), or None.
+  pretrain: `pretrain(problems, *, seed) -> records` of this kind made without labels, for the
+    first `pretrain_steps` steps (POLAR's policy-discrimination triplets), or None.
   """
   builtin: Callable
   arrays: Callable
   rows: Callable
   heldout_arrays: Callable = _pair_arrays
   evaluate: Callable | None = None
+  pretrain: Callable | None = None
 
 
 def _pair_rows(batch_size, options):
@@ -317,7 +329,21 @@ def _noisy_records(problems, *, fmt, seed, options):
 
 
 def _win_tie_records(problems, *, fmt, seed, options):
-  return tasks.win_tie_pairs(problems, fmt=fmt, seed=seed, tie_fraction=options["tie_fraction"])
+  del fmt  # "short" answers: the correct forms are numbers
+  return reward_data.tie_pairs(problems, seed=seed, tie_fraction=options["tie_fraction"],
+                               wrong_tie_fraction=options["wrong_tie_fraction"])
+
+
+def _tree_records(problems, *, fmt, seed, options):
+  del fmt
+  return reward_data.tree_pairs(problems, seed=seed,
+                                pairs_per_question=options["pairs_per_question"])
+
+
+def _chain_records(problems, *, fmt, seed, options):
+  del fmt
+  return reward_data.chain_pairs(problems, seed=seed,
+                                 pairs_per_question=options["pairs_per_question"])
 
 
 def _labelled_records(problems, *, fmt, seed, options):
@@ -333,7 +359,7 @@ def _ranked_records(problems, *, fmt, seed, options):
 def _ranked_arrays(items, *, setup):
   """Rows (prompt_b | response_bk), record-major; extra "ranks" [B*K] (0 = best, from
   "scores"; equal scores tie)."""
-  arrays = _rows(setup, [it["prompt"] for it in items for _ in it["responses"]],
+  arrays = response_rows(setup, [it["prompt"] for it in items for _ in it["responses"]],
                  [r for it in items for r in it["responses"]])
   ranks = [rank for it in items for rank in _dense_ranks(it["scores"])]
   return arrays, {"ranks": np.array(ranks, np.float32)}
@@ -356,7 +382,7 @@ def _packed_records(problems, *, fmt, seed, options):
   return out
 
 
-def _packed_arrays(items, *, setup):
+def packed_arrays(items, *, setup):
   """YOJO rows: prompt | r_1 SEP r_2 ... SEP r_K EOS, two rows per record (its order, then
   reversed, so each response is read at two positions).
 
@@ -414,7 +440,7 @@ def _polar_records(problems, *, fmt, seed, options):
 
 def _polar_arrays(items, *, setup):
   prompts = [polar_prompt(it["prompt"], it["reference"]) for it in items] * 2
-  return _rows(setup, prompts, [it["positive"] for it in items]
+  return response_rows(setup, prompts, [it["positive"] for it in items]
                + [it["negative"] for it in items]), {}
 
 
@@ -432,8 +458,11 @@ RECORDS = {
     "win_tie_pairs": Records(_win_tie_records, _pair_arrays, _pair_rows),
     "labelled_pairs": Records(_labelled_records, _pair_arrays, _pair_rows),
     "ranked": Records(_ranked_records, _ranked_arrays, _ranked_rows),
-    "packed": Records(_packed_records, _packed_arrays, _pair_rows),
-    "polar": Records(_polar_records, _polar_arrays, _pair_rows, _polar_heldout_arrays),
+    "packed": Records(_packed_records, packed_arrays, _pair_rows),
+    "polar": Records(_polar_records, _polar_arrays, _pair_rows, _polar_heldout_arrays,
+                     pretrain=reward_data.policy_triplets),
+    "tree_pairs": Records(_tree_records, _pair_arrays, _pair_rows),
+    "chain_pairs": Records(_chain_records, _pair_arrays, _pair_rows),
     "steps": Records(prm.step_records, prm.step_arrays, prm.step_rows,
                      evaluate=prm.evaluate),
 }
@@ -473,7 +502,7 @@ OBJECTIVES = {
         needs=_KEY, records="pairs", uses_ref=False, prepare=add_step_key),
     "win_tie": Objective(
         win_tie_objective, records="win_tie_pairs", uses_ref=False,
-        needs={"is_tie": "the built-in 'win_tie_pairs' records (tasks.win_tie_pairs) or an "
+        needs={"is_tie": "the built-in 'win_tie_pairs' records (reward_data.tie_pairs) or an "
                          "is_tie column"}),
     "k_choose_2": _listwise(losses.k_choose_2_loss),
     "plackett_luce": _listwise(losses.plackett_luce_loss),

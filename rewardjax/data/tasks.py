@@ -438,59 +438,21 @@ def noisy_preference_pairs(items: Sequence[dict], *, fmt: str = "short", seed: i
   return out
 
 
-def win_tie_pairs(items: Sequence[dict], *, fmt: str = "short", seed: int = 0,
-                  tie_fraction: float = 0.5) -> list[dict]:
-  """SoliReward pairs: Pass (correct) beats Fail (wrong), and any two Pass responses tie.
-
-  Item i gives one pair (SoliReward, arXiv 2512.22170). With probability `tie_fraction` it is a
-  win-tie pair (is_tie 1): its correct target against the correct target of another item j != i,
-  a cross-prompt pair ("rejected_prompt" is item j's prompt), since every correct answer of the
-  task is equally good. Otherwise it is a win-lose pair (is_tie 0): its correct target against
-  the wrong answer of `preference_pairs` (same prompt). Fail-Fail pairs are never made:
-  independent failures are not equivalent. A single item gives no ties.
-
-  Returns:
-    dicts `{"prompt", "chosen", "rejected_prompt", "rejected", "is_tie", "answer"}`.
-
-  >>> [(p["prompt"], p["chosen"], p["rejected_prompt"], p["rejected"], p["is_tie"])
-  ...  for p in win_tie_pairs(problems(2, difficulty=0), tie_fraction=1.0)]
-  [('8+6=', '14', '8+4=', '12', 1), ('8+4=', '12', '8+6=', '14', 1)]
-  """
-  f = _target_format(fmt)
-  pairs = preference_pairs(items, fmt=fmt, seed=seed)
-  out = []
-  for i, pair in enumerate(pairs):
-    rng = np.random.default_rng([seed, i, 3])
-    if len(items) > 1 and rng.random() < tie_fraction:
-      other = items[(i + 1 + int(rng.integers(len(items) - 1))) % len(items)]
-      out.append(dict(pair, rejected_prompt=f["prompt"].format(question=other["question"]),
-                      rejected=f["target"].format(question=other["question"],
-                                                  answer=other["answer"]), is_tie=1))
-    else:
-      out.append(dict(pair, rejected_prompt=pair["prompt"], is_tie=0))
-  return out
-
-
 def polar_triplets(items: Sequence[dict], *, fmt: str = "short", seed: int = 0) -> list[dict]:
-  """POLAR triplets: two candidates scored against one reference trajectory.
+  """POLAR fine-tuning triplets: two candidates scored against one reference trajectory.
 
-  From `ranked_responses(k=3)` (correct ≻ nearer wrong ≻ farther wrong; arXiv 2507.05197):
-  even items take the pre-training form, reference and positive from the same policy (the
-  correct solver, so both are the correct target) and the negative from another (the nearer wrong
-  answer); odd items take the fine-tuning form, reference = the top-ranked response,
-  positive = the second, negative = the third.
+  From `ranked_responses(k=3)` (correct ≻ nearer wrong ≻ farther wrong; arXiv 2507.05197
+  §3.4): reference = the top-ranked response, positive = the second, negative = the third.
+  The pre-training triplets (same policy vs another policy, no labels) are
+  `reward_data.policy_triplets`.
 
   Returns:
     dicts `{"prompt", "reference", "positive", "negative", "answer"}`.
 
   >>> [(t["reference"], t["positive"], t["negative"]) for t in polar_triplets(
   ...     problems(2, difficulty=0))]
-  [('14', '14', '12'), ('12', '11', '2')]
+  [('14', '12', '4'), ('12', '11', '2')]
   """
-  out = []
-  for i, ranked in enumerate(ranked_responses(items, k=3, fmt=fmt, seed=seed)):
-    best, second, third = ranked["responses"]
-    positive, negative = (best, second) if i % 2 == 0 else (second, third)
-    out.append(dict(prompt=ranked["prompt"], reference=best, positive=positive,
-                    negative=negative, answer=ranked["answer"]))
-  return out
+  return [dict(prompt=r["prompt"], reference=r["responses"][0], positive=r["responses"][1],
+               negative=r["responses"][2], answer=r["answer"])
+          for r in ranked_responses(items, k=3, fmt=fmt, seed=seed)]
