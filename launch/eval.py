@@ -4,7 +4,9 @@ Restores the newest checkpoint in --workdir (same --config as the training run),
 workdir holds none, evaluates `--config.model.checkpoint` as it is (e.g. an HF instruct model
 before any training). Prints the held-out task accuracy and the recipe's metrics; for SPARK:
 judge accuracy on held-out rollouts, reflection fix rate, test-time self-reflection (answer,
-self-judge, revise up to max_round) and best-of-N by the model's own judge score. All logic is
+self-judge, revise up to max_round) and best-of-N by the model's own judge score; for reward
+models, DPO runs (their implicit reward) and configs/reward_model.py:variant=endogenous: the
+RewardBench-style benchmark table with its best-of-4 column and best-of-N. All logic is
 library code: the algorithm program's held-out evaluation and the recipe's (`train.make_job`,
 `rewardjax.evaluation.self_reflection`), the ones `train.run` reports.
 """
@@ -29,6 +31,7 @@ def main(argv):
   from flax import nnx  # noqa: PLC0415
 
   from rewardjax import checkpoint, sharding, train  # noqa: PLC0415
+  from rewardjax.evaluation import reward_eval  # noqa: PLC0415
   from rewardjax.types import TrainState  # noqa: PLC0415
 
   logging.set_verbosity(logging.WARNING)
@@ -40,6 +43,15 @@ def main(argv):
     program = job.program
     state = None
     if workdir:
+      manager = checkpoint.make_manager(workdir)
+      saved = checkpoint.latest_extra(manager)
+      manager.close()
+      if saved is not None:  # a run of another algorithm would fail deep in the restore
+        try:
+          reward_eval.check_workdir_algorithm(json.loads(saved.get("config", "{}")),
+                                              config.algorithm, workdir)
+        except ValueError as e:
+          raise app.UsageError(str(e)) from None
       # The training run's state layout, so the checkpoint restores exactly as on resume.
       tx = train.make_optimizer(config.optim, config.train.steps * program.num_iterations
                                 * program.num_minibatches)
@@ -69,6 +81,8 @@ def main(argv):
     results = {**program.evaluate(state, rng), **job.recipe.evaluate(state, job.tokenizer)}
   width = max(len(k) for k in results)
   print("\n".join(f"{k:<{width}}  {v:.4g}" for k, v in results.items()))
+  if "rb1/score" in results:  # reward models, DPO implicit rewards, the endogenous reward
+    print("\n" + reward_eval.format_table(results))
   if workdir:
     with open(os.path.join(workdir, f"eval_{step}.json"), "w") as f:
       json.dump(results, f, indent=2)

@@ -162,6 +162,16 @@ def _check_matches(manager: ocp.CheckpointManager, step: int, abstract: Any) -> 
                        f"now. {advice}")
 
 
+def latest_extra(manager: ocp.CheckpointManager) -> dict | None:
+  """The JSON `extra` of the newest checkpoint (config, step, ...), or None if there is none."""
+  wait(manager)
+  step = manager.latest_step()
+  if step is None:
+    return None
+  return dict(manager.restore(step, args=ocp.args.Composite(
+      extra=ocp.args.JsonRestore()))["extra"])
+
+
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any, *,
                    config_fingerprint: str | None = None) -> tuple[Any, dict] | None:
   """Restores the newest checkpoint onto the shardings of `abstract_state`, bitwise.

@@ -27,6 +27,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from rewardjax.data import tasks
 from rewardjax.rewards import verifiers
@@ -146,7 +147,7 @@ def build(items: Sequence[dict], *, seed: int = 0, per_subset: int | None = None
   return records
 
 
-def best_of_k(scores: Sequence[float], num_correct: int = 1) -> float:
+def best_of_k(scores: ArrayLike, num_correct: int = 1) -> float:
   """RewardBench 2's per-record result: 1 / (#responses tied at the max score) if a correct
   response (index < num_correct; the benchmark has one) attains the max, else 0.
 
@@ -166,7 +167,7 @@ def _prompt_stats(scores: np.ndarray, num_correct: int) -> tuple[bool, float | N
   return margin > 0, spread, margin
 
 
-def ties_score(rows: Sequence[tuple[str, Sequence[float], int]]) -> dict[str, float]:
+def ties_score(rows: Sequence[tuple]) -> dict[str, float]:
   """RewardBench 2's Ties score (`rewardbench/utils.py:process_single_model`).
 
   score = 0.30 tied_accuracy + 0.30 ref_accuracy + 0.20 correctness_preferred
@@ -206,7 +207,7 @@ def ties_score(rows: Sequence[tuple[str, Sequence[float], int]]) -> dict[str, fl
   return out
 
 
-def rewardbench1(correct: Mapping[str, Sequence[float]],
+def rewardbench1(correct: Mapping[str, Sequence],
                  sections: Mapping[str, Sequence[str]] = SECTIONS) -> dict[str, float]:
   """RewardBench 1 scores from per-example 0/1 results by subset.
 

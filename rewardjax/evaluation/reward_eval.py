@@ -47,6 +47,32 @@ class RewardEvalOptions:
 
 SCORERS = ("", "endogenous")
 
+# What `launch/eval.py` reports for a run of each algorithm (the message of a mismatched
+# --config names the workdir's list).
+EVALUATIONS = {
+    "reward_model": "held-out pair accuracy, the RewardBench-style benchmark (RewardBench 1 "
+                    "pairs, RewardBench 2 best-of-4, Ties) and best-of-N reranking "
+                    "(configs/reward_model.py; a PRM: step accuracy, configs/prm.py)",
+    "dpo": "preference accuracy, greedy task accuracy, and the benchmark and best-of-N on the "
+           "implicit reward (configs/dpo.py)",
+    "grpo": "greedy task accuracy; with recipe spark (or the shipped model's judge prompt): "
+            "judge accuracy, self-reflection, best-of-N by the model's own judge and the "
+            "master-key probe (configs/spark.py)",
+    "ppo": "greedy task accuracy (configs/ppo.py)",
+    "sft": "greedy task accuracy (configs/sft.py)",
+}
+
+
+def check_workdir_algorithm(saved_config: dict, algorithm: str, workdir: str) -> None:
+  """Raises ValueError when `workdir`'s run (its checkpoint's saved config) trained another
+  algorithm than `algorithm`, naming the evaluations that apply to it."""
+  saved = saved_config.get("algorithm", "")
+  if saved and saved != algorithm:
+    raise ValueError(
+        f"--workdir={workdir} holds a {saved!r} run, but --config is a {algorithm!r} config. "
+        f"Evaluations that apply to a {saved} run: {EVALUATIONS.get(saved, 'task accuracy')}. "
+        f"Pass the config the run was trained with.")
+
 
 def unique_questions(items: Sequence[dict], n: int) -> list[dict]:
   """The first n items with distinct questions ("short" prompts rebuilt as "<question>=")."""
