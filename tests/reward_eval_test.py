@@ -95,7 +95,8 @@ def test_ties_score_on_a_hand_built_table():
           ("ref:1", [1, 2, 0], 1), ("tied:1", [3, 0, 2, 1], 2),       # both inaccurate
           ("ref:2", [4, 0], 1), ("tied:2", [4, 4, 1], 2)]             # tied forms equal: d = 0
   out = reward_bench.ties_score(rows)
-  assert out["ref_accuracy"] == pytest.approx(2 / 3) and out["tied_accuracy"] == pytest.approx(2 / 3)
+  assert out["ref_accuracy"] == pytest.approx(2 / 3)
+  assert out["tied_accuracy"] == pytest.approx(2 / 3)
   # pid 0: g_t = 3.5 > d = 0.5 (and g_r = 4); pid 1: g_t = -2 < 3; pid 2: g_t = 3 > 0.
   assert out["correctness_preferred"] == pytest.approx(2 / 3)
   assert out["score"] == pytest.approx(_ties_reference(rows))
