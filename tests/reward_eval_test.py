@@ -220,3 +220,26 @@ def test_a_workdir_of_another_algorithm_names_its_evaluations():
   with pytest.raises(ValueError, match="holds a 'dpo' run.*implicit reward"):
     reward_eval.check_workdir_algorithm({"algorithm": "dpo"}, "reward_model", "/tmp/x")
   reward_eval.check_workdir_algorithm({"algorithm": "dpo"}, "dpo", "/tmp/x")
+
+
+# ------------------------------------------------------------------------- goal states
+
+
+def test_goal_state_q_values_and_probe(setup):
+  from rewardjax.evaluation import goal_states  # noqa: PLC0415
+
+  rng = np.random.default_rng(0)
+  hidden = rng.normal(size=(3, 4, 5)).astype(np.float32)
+  mask = np.array([[0, 1, 1, 1], [1, 1, 1, 1], [0, 0, 1, 1]], np.int32)
+  g = np.asarray(goal_states.goal_state(jnp.asarray(hidden), jnp.asarray(mask)))
+  np.testing.assert_allclose(g, hidden[:, 3].mean(0), rtol=1e-5)  # left-padded: last = 3
+  q = np.asarray(goal_states.q_values(jnp.asarray(hidden), jnp.asarray(g)))
+  expect = hidden @ g / (np.linalg.norm(hidden, axis=-1) * np.linalg.norm(g))
+  np.testing.assert_allclose(q, expect, rtol=1e-4, atol=1e-6)
+  assert goal_states.auroc(np.array([1.0]), np.array([1.0])) == 0.5
+  model = heads.ScalarModel(CONFIG, rngs=nnx.Rngs(1), bias=False)
+  graphdef, params = nnx.split(model, nnx.Param)
+  pairs = tasks.preference_pairs(tasks.problems(8, difficulty=1, seed=0))
+  out = goal_states.probe(graphdef, params, setup, pairs)
+  assert set(out) == {"goal/auroc_min", "goal/auroc_last"}
+  assert all(0.0 <= v <= 1.0 for v in out.values())

@@ -20,7 +20,7 @@ from rewardjax import recipes, sharding, update
 from rewardjax.algorithms import base
 from rewardjax.algorithms.reward_model_objectives import DEFAULTS, OBJECTIVES, RECORDS
 from rewardjax.data import tasks, tokenizers
-from rewardjax.evaluation import reward_eval, scorers
+from rewardjax.evaluation import goal_states, reward_eval, scorers
 from rewardjax.models import heads, hf_reward
 from rewardjax.types import SequenceBatch
 
@@ -109,8 +109,14 @@ def build(options, setup: base.Setup) -> base.Program:
                                                 records=kind),
       [] if kind == "steps" else setup.problems.get("heldout") or [], heldout)
 
+  # The goal-state probe (arXiv 2407.13887 §4.2) of the backbone's hidden states, on plain
+  # prompt | response rows.
+  probe = bool(heldout and setup.reward_eval and setup.reward_eval.questions
+               and not setup.reward_eval.scorer and kind not in ("steps", "polar", "packed"))
+
   def evaluate_all(state, rng):
-    return {**evaluate(state, rng), **reward_evaluation(state, rng)}
+    goal = goal_states.probe(state.graphdef, state.params, setup, heldout) if probe else {}
+    return {**evaluate(state, rng), **reward_evaluation(state, rng), **goal}
 
   def init_params(lm_params, rng):
     # The head is fresh; the backbone is the (warm-started or pretrained) language model.
