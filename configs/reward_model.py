@@ -1,6 +1,9 @@
 """Reward models on the built-in arithmetic task: a language model with a scalar head on the last
 token, trained by one of the objectives of `rewardjax/algorithms/reward_model_objectives.py`.
-Held-out metric: pairwise accuracy on (correct, plausible wrong answer) pairs.
+Held-out metrics: pairwise accuracy on (correct, plausible wrong answer) pairs, the built-in
+RewardBench-style benchmark (RewardBench 1 pairs, RewardBench 2 best-of-4 and Ties), best-of-8
+reranking of the shipped policy's samples and the goal-state probe (`reward_eval` block;
+`launch/eval.py --config=configs/reward_model.py --workdir=<run>` prints the table).
 
     python launch/train.py --config=configs/reward_model.py --workdir=/tmp/rm
     python launch/train.py --config=configs/reward_model.py:variant=yojo,smoke --workdir=/tmp/yo
@@ -33,20 +36,29 @@ records, so e.g. `margin` trains on pairs that carry a margin):
                     modeling). The backbone has no dropout, so the views
                     are dropped out on the features fed to the head.
   win_tie           SoliReward BT with win-tie (paper form): Pass beats Fail, two Pass responses
-                    tie (cross-prompt pairs of correct answers, tie_fraction 0.5). arXiv
+                    tie (tie_fraction 0.5): half the ties the paper's cross-prompt pairs, half two
+                    correct forms of one answer ("14" and "014"; reward_data.tie_pairs). arXiv
                     2512.22170 (BT-WT loss, cross-prompt pairing).
   k_choose_2        all C(K, 2) pairs of K = num_responses (4) ranked responses per prompt, one
                     prompt = one element. arXiv 2203.02155 §3.5 (eq. 1).
   plackett_luce     Plackett-Luce / ListMLE likelihood of the same rankings. DPO, arXiv
                     2305.18290 App. A.3 (Plackett-Luce model); Xia et al. ICML 2008 (ListMLE).
-  polar             POLAR: candidates scored against a reference in the same sequence; built-in
-                    triplets mix the pre-training form (reference and positive from one policy)
-                    and the fine-tuning form (ranked triple, top = reference). arXiv 2507.05197
-                    §3.3-3.4.
+  polar             POLAR: candidates scored against a reference in the same sequence; the first
+                    pretrain_steps (600) steps on unlabelled policy-discrimination triplets
+                    (reference and positive from one synthetic policy, the negative from
+                    another; reward_data.policy_triplets), then ranked triples (top = reference).
+                    arXiv 2507.05197 §3.3-3.4.
   yojo              YOJO: the K responses packed in one row, K-way softmax cross-entropy on the
                     best one, each list in two orders. arXiv 2604.10966.
   goal_conditioned  bt + the goal-conditioned contrastive loss on hidden states (beta 0.5, 16
                     position pairs). Nath et al., arXiv 2407.13887.
+  noisy_bt          bt on the same noisy pairs as the three denoising variants (their baseline).
+  tree / chain      bt on pairs among the leaves of a prefix tree of responses (shared prefixes) /
+                    the same number of pairs among independent responses (records=tree_pairs /
+                    chain_pairs). Qiu et al., arXiv 2402.10184 (Algorithm 1).
+  endogenous        training-free: the shipped policy's endogenous reward alpha log pi(y|x) + V(s1)
+                    as the reward model (train.steps 0; the run is its evaluation). Li et al.,
+                    arXiv 2506.23235 §3.
   pointwise         binary cross-entropy with the reward as the logit: label 1 for correct, 0
                     for wrong responses. GenRM, arXiv 2408.15240; SoliReward's BCE term, arXiv
                     2512.22170 (official code lian700/SoliReward `loss.py`).
