@@ -317,6 +317,38 @@ def test_program_builds_a_batch_on_the_mesh(name, problems, setup, options):
   assert set(rmo.OBJECTIVES[name].needs) <= set(batch.extra)
 
 
+def _program(problems, setup, **algo):
+  run_setup = base.Setup(
+      tokenizer=setup.tokenizer, mesh=sharding.make_mesh(), model=None, data=setup.data,
+      sampling=base.SamplingOptions(), recipe=None, records={}, batch_size=B, eval_batch_size=8,
+      seed=0, problems={"train": problems, "heldout": tasks.problems(2, split="heldout")})
+  return reward_model.build(ml_collections.ConfigDict(dict(rmo.DEFAULTS, **algo)), run_setup)
+
+
+def test_records_override_pretrain_stage_and_small_data(problems, setup):
+  def texts(program, step):
+    batch, _ = program.make_batch(None, step, jax.random.key(0))
+    return setup.tokenizer.batch_decode(np.asarray(batch.tokens), skip_special_tokens=True)
+
+  # bt on the tree records: the rows are tree leaves of the training questions.
+  tree = _program(problems, setup, loss_type="bt", records="tree_pairs")
+  leaves = {p["chosen"] for p in reward_data.tree_pairs(problems)}
+  assert any(t.split("=")[-1] in leaves for t in texts(tree, 0))
+  # POLAR: steps [0, 2) from the unlabelled policy triplets, then the ranked fine-tuning triples.
+  polar = _program(problems, setup, loss_type="polar", pretrain_steps=2)
+  fine = {rmo.polar_prompt(t["prompt"], t["reference"]) + t["positive"]
+          for t in tasks.polar_triplets(problems)}
+  assert not set(texts(polar, 0)[:B]) <= fine and set(texts(polar, 2)[:B]) <= fine
+  with pytest.raises(ValueError, match="no pre-training data; kinds that do: \\['polar'\\]"):
+    _program(problems, setup, loss_type="bt", pretrain_steps=2)
+  with pytest.raises(ValueError, match="records='nope' is not a records kind"):
+    _program(problems, setup, loss_type="bt", records="nope")
+  # train_questions: only the first N questions are labelled.
+  small = _program(problems, setup, loss_type="bt", train_questions=2)
+  prompts = {t.split("=")[0] + "=" for step in range(3) for t in texts(small, step)}
+  assert prompts <= {problems[0]["prompt"], problems[1]["prompt"]}
+
+
 @pytest.mark.parametrize("kind", sorted(rmo.RECORDS))
 def test_heldout_rows_are_chosen_then_rejected(kind, setup):
   pairs = tasks.preference_pairs(tasks.problems(3, split="heldout"))

@@ -246,7 +246,8 @@ def score_records(records: Sequence[dict], scorer: Callable) -> Scores:
 
 def report(records: Sequence[dict], scores: Scores) -> dict[str, float]:
   """Every benchmark figure, flat: "rb1/<subset>" pair accuracy (chosen vs the first rejected),
-  "rb1/<section>", "rb1/score"; "rb2/<subset>" best-of-4, "rb2/ties" (`ties_score`), "rb2/score";
+  "rb1/<section>", "rb1/score"; "rb2/<subset>" best-of-4, "rb2/best_of_4" (their mean),
+  "rb2/ties" (`ties_score`), "rb2/score" (the mean over subsets, Ties included);
   "ties/<component>"."""
   pair, best, ties_rows = {}, {}, []
   for r, c, w in zip(records, scores.chosen, scores.rejected):
@@ -259,6 +260,8 @@ def report(records: Sequence[dict], scores: Scores) -> dict[str, float]:
   out.update({f"rb1/{k}": v for k, v in rewardbench1(pair).items()})
   out.update({f"rb2/{s}": float(np.mean(v)) for s, v in best.items()})
   subset_scores = [float(np.mean(v)) for v in best.values()]
+  if subset_scores:
+    out["rb2/best_of_4"] = float(np.mean(subset_scores))
   if ties_rows:
     ties = ties_score(ties_rows)
     out.update({f"ties/{k}": v for k, v in ties.items()})
