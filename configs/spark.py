@@ -56,6 +56,8 @@ def get_config(arg=None):
   c = base.get_config(smoke=arg.smoke, size=arg.size, algorithm="grpo")
   c.recipe = "spark"
   c.algo.update(SPARK_ALGO)
+  # launch/eval.py: the master-key probe of the judge (arXiv 2507.08794) on 128 questions.
+  c.reward_eval.master_keys = 4 if arg.smoke else 128
   tiny = arg.size in ("tiny", "smoke")
   if tiny and not arg.smoke:
     # bucket 8: task prompts pad to 8 tokens and SPARK prompts to <= 40 (every column costs).

@@ -4,7 +4,8 @@ Restores the newest checkpoint in --workdir (same --config as the training run),
 workdir holds none, evaluates `--config.model.checkpoint` as it is (e.g. an HF instruct model
 before any training). Prints the held-out task accuracy and the recipe's metrics; for SPARK:
 judge accuracy on held-out rollouts, reflection fix rate, test-time self-reflection (answer,
-self-judge, revise up to max_round) and best-of-N by the model's own judge score; for reward
+self-judge, revise up to max_round), best-of-N by the model's own judge score and the master-key
+probe (content-free answers the judge accepts; `reward_eval.master_keys`); for reward
 models, DPO runs (their implicit reward) and configs/reward_model.py:variant=endogenous: the
 RewardBench-style benchmark table with its best-of-4 column and best-of-N. All logic is
 library code: the algorithm program's held-out evaluation and the recipe's (`train.make_job`,
@@ -31,7 +32,7 @@ def main(argv):
   from flax import nnx  # noqa: PLC0415
 
   from rewardjax import checkpoint, sharding, train  # noqa: PLC0415
-  from rewardjax.evaluation import reward_eval  # noqa: PLC0415
+  from rewardjax.evaluation import master_keys, reward_eval  # noqa: PLC0415
   from rewardjax.types import TrainState  # noqa: PLC0415
 
   logging.set_verbosity(logging.WARNING)
@@ -79,6 +80,9 @@ def main(argv):
     # The trainer's evaluation key for this step: the numbers match its eval at `step`.
     rng = jax.random.fold_in(jax.random.key(config.seed + 1), step)
     results = {**program.evaluate(state, rng), **job.recipe.evaluate(state, job.tokenizer)}
+    if config.reward_eval.master_keys:  # the policy as a judge, fooled by content-free answers
+      results.update(master_keys.evaluate(state, job.setup, options=master_keys.ProbeOptions(
+          num_questions=config.reward_eval.master_keys)))
   width = max(len(k) for k in results)
   print("\n".join(f"{k:<{width}}  {v:.4g}" for k, v in results.items()))
   if "rb1/score" in results:  # reward models, DPO implicit rewards, the endogenous reward

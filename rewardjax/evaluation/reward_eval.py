@@ -36,6 +36,8 @@ class RewardEvalOptions:
   scorer: "" = the run's own reward (reward-model head, DPO implicit reward); "endogenous" =
     the endogenous reward of `policy` (training-free).
   temperature: sampling temperature of best-of-N.
+  master_keys: held-out questions of the master-key probe of the policy as its own judge
+    (`master_keys.evaluate`, arXiv 2507.08794), run by launch/eval.py (0 = off).
   """
   questions: int = 256
   best_of_n: int = 8
@@ -43,6 +45,7 @@ class RewardEvalOptions:
   policy: str = ""
   scorer: str = ""
   temperature: float = 1.0
+  master_keys: int = 0
 
 
 SCORERS = ("", "endogenous")
