@@ -50,6 +50,14 @@ records, so e.g. `margin` trains on pairs that carry a margin):
   pointwise         binary cross-entropy with the reward as the logit: label 1 for correct, 0
                     for wrong responses. GenRM, arXiv 2408.15240; SoliReward's BCE term, arXiv
                     2512.22170 (official code lian700/SoliReward `loss.py`).
+  vpl               VPL: a user latent z inferred from the user's context set of C labelled
+                    comparisons (context_size), a reward decoder r(e, z), negative ELBO with a
+                    cyclical cosine KL annealing. Poddar et al., arXiv 2408.10075 §3-4. Built-in
+                    data: users "concise" (prefers the bare answer) and "working" (prefers
+                    "47-8=39\n39") agree that correct beats wrong and disagree on style
+                    (data.users; style_fraction of the pairs are style pairs).
+  user_bt           Bradley-Terry on the same users' target pairs without context: VPL's
+                    baseline, which cannot tell the users apart on style pairs.
 """
 
 from configs import base, common
@@ -57,8 +65,12 @@ from configs import base, common
 # Each variant is a diff of the reward model's `algo` block (TRL RewardConfig names).
 VARIANTS = {name: dict(loss_type=name) for name in (
     "bt", "margin", "label_flip", "label_smoothing", "adaptive_margin", "contrastive", "win_tie",
-    "k_choose_2", "plackett_luce", "polar", "yojo", "goal_conditioned", "pointwise")}
+    "k_choose_2", "plackett_luce", "polar", "yojo", "goal_conditioned", "pointwise", "vpl",
+    "user_bt")}
 VARIANTS.update(center=dict(loss_type="bt", center_rewards_coefficient=0.01))
+# The user-pair variants' full run (VPL vs its BT baseline, the README row): shorter than the
+# others, one KL annealing cycle per run.
+USER_RUN = dict(steps=300, batch_size=32, eval_every=100)
 
 
 def get_config(arg=None):
@@ -76,4 +88,7 @@ def get_config(arg=None):
     c.warmstart.update(steps=2500, batch_size=128, learning_rate=1e-3)
     c.train.update(steps=1200, batch_size=64, eval_every=200)
     c.optim.update(learning_rate=3e-4, warmup_steps=50, schedule="cosine")
+    if c.algo.loss_type in ("vpl", "user_bt"):
+      c.train.update(USER_RUN)
+      c.algo.update(kl_anneal_period=USER_RUN["steps"])
   return c

@@ -47,6 +47,7 @@ METRICS = {
     "goal_conditioned": BT_METRICS | {"bt_loss", "goal_loss", "goal_positive_cosine",
                                       "goal_negative_cosine"},
     "pointwise": {"accuracy", "p_yes", "positive_fraction", "pair_accuracy"},
+    "user_bt": BT_METRICS,
 }
 
 
@@ -197,6 +198,7 @@ REFERENCES = {
     "k_choose_2": ref_listwise(losses.k_choose_2_loss),
     "plackett_luce": ref_listwise(losses.plackett_luce_loss), "polar": ref_polar,
     "yojo": ref_yojo, "goal_conditioned": ref_goal, "pointwise": ref_pointwise,
+    "user_bt": ref_bt,
 }
 
 
@@ -233,12 +235,14 @@ def results(model, problems, setup, options):
 
 # The PRM ("prm") reads step records of the multi-step task, not this file's fixtures; its
 # objective is tested against numpy in tests/process_rewards_test.py and has its own config.
-PAIR_OBJECTIVES = sorted(set(rmo.OBJECTIVES) - {"prm"})
+# VPL ("vpl") trains its own model (a set encoder and a latent-conditioned decoder), not this
+# file's ScalarModel: tests/vpl_test.py checks it the same way.
+PAIR_OBJECTIVES = sorted(set(rmo.OBJECTIVES) - {"prm", "vpl"})
 
 
 def test_table_covers_the_config_variants():
-  assert set(reward_model_config.VARIANTS) == set(PAIR_OBJECTIVES) | {"center"}
-  assert len(reward_model_config.VARIANTS) == 14
+  assert set(reward_model_config.VARIANTS) == set(PAIR_OBJECTIVES) | {"center", "vpl"}
+  assert len(reward_model_config.VARIANTS) == 16
   assert set(REFERENCES) == set(PAIR_OBJECTIVES) == set(METRICS)
   for name, obj in rmo.OBJECTIVES.items():
     assert obj.records in rmo.RECORDS, name

@@ -13,13 +13,14 @@ import functools
 
 import jax
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from rewardjax import recipes, sharding, update
 from rewardjax.algorithms import base
 from rewardjax.algorithms.reward_model_objectives import DEFAULTS, OBJECTIVES, RECORDS
 from rewardjax.data import tasks, tokenizers
-from rewardjax.models import heads, hf_reward
+from rewardjax.models import hf_reward
 from rewardjax.types import SequenceBatch
 
 
@@ -35,6 +36,8 @@ def reward_model_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, s
   del state
   items = stream.prompts(step)
   arrays, extra = RECORDS[obj.records].arrays(items, setup=setup)
+  if "step" in obj.needs:  # a schedule inside the loss (VPL's KL annealing) reads the step here
+    extra = {**extra, "step": np.full(arrays["tokens"].shape[0], step, np.int32)}
   arrays, extra = base.place(obj, arrays, extra, items, setup=setup, options=options,
                              rng=jax.random.fold_in(rng, step))
   base.check_fields(obj, extra, options.loss_type)
@@ -69,27 +72,31 @@ def build(options, setup: base.Setup) -> base.Program:
             "reward_margin": float(np.mean(chosen - rejected))}
 
   if records.evaluate is not None:  # e.g. a PRM: step accuracy on held-out step records
-    evaluate = functools.partial(records.evaluate, setup, setup.problems.get("heldout") or [])
+    evaluate = functools.partial(records.evaluate, setup, setup.problems.get("heldout") or [],
+                                 options=options)
 
   def init_params(lm_params, rng):
-    # The head is fresh; the backbone is the (warm-started or pretrained) language model.
-    head = nnx.to_pure_dict(nnx.split(model_fn(nnx.Rngs(rng)), nnx.Param)[1])["head"]
-    return {"backbone": lm_params, "head": head}
+    # The backbone is the (warm-started or pretrained) language model; the rest is fresh.
+    fresh = nnx.to_pure_dict(nnx.split(model_fn(nnx.Rngs(rng)), nnx.Param)[1])
+    return {**fresh, "backbone": lm_params}
 
   def model_fn(rngs):
-    # No head bias, as transformers' *ForSequenceClassification score (the export's format).
-    return heads.ScalarModel(setup.model, rngs=rngs, bias=False)
+    return records.model_fn(setup.model, options, rngs=rngs)
 
   def export(model, directory):
     hf_reward.save_reward_model(model, directory,
                                 pad_token_id=tokenizers.pad_token_id(setup.tokenizer))
 
+  if records.no_export:
+    logging.warning("reward_model: loss_type=%s has no Hugging Face export: %s", options.loss_type,
+                 records.no_export)
   return base.Program(
       model_fn=model_fn, init_params=init_params,
       make_batch=functools.partial(reward_model_batch, setup=setup, stream=stream, obj=obj,
                                    options=options),
       step=make_step(options), evaluate=evaluate, with_ref=False,
-      rows_per_update=records.rows(setup.batch_size, options), export=export)
+      rows_per_update=records.rows(setup.batch_size, options), export=export,
+      export_hf=not records.no_export)
 
 
 ALGORITHM = base.Algorithm(name="reward_model", defaults=DEFAULTS, objectives=OBJECTIVES,
