@@ -6,7 +6,10 @@ rows) with the per-record fields the objective needs in `extra` -> the update. T
 warm-started (or pretrained) language model plus a fresh head on the last real token; the
 held-out evaluation is pairwise accuracy on the built-in task's pairs. The head has no bias, so
 the run's `hf/` export is a `*ForSequenceClassification` directory transformers loads
-(`models.hf_reward`), and `rewards.reward_model=<workdir>` scores RL rollouts with it.
+(`models.hf_reward`), and `rewards.reward_model=<workdir>` scores RL rollouts with it. A
+records kind may bring its own model (`Records.model_fn`, e.g. VPL's latent-conditioned reward,
+`algorithms/vpl.py`): its backbone is the same language model, and a model with no
+`*ForSequenceClassification` form is not exported (`Records.no_export` says why, in the log).
 """
 
 import functools
