@@ -27,8 +27,8 @@ def gaussian_kl(mean: Float[Array, "B L"], log_var: Float[Array, "B L"]) -> Floa
   −½ Σ_d (1 + log σ²_d − μ_d² − σ²_d).
 
   >>> import jax.numpy as jnp
-  >>> gaussian_kl(jnp.array([[0.0, 0.0], [1.0, 0.0]]), jnp.zeros((2, 2))).tolist()
-  [0.0, 0.5]
+  >>> gaussian_kl(jnp.array([[0.0, 0.0], [1.0, 0.0]]), jnp.zeros((2, 2))).tolist()   # −0.0: −½·0
+  [-0.0, 0.5]
   """
   return -0.5 * jnp.sum(1.0 + log_var - jnp.square(mean) - jnp.exp(log_var), axis=-1)
 
