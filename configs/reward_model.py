@@ -62,6 +62,14 @@ records, so e.g. `margin` trains on pairs that carry a margin):
   pointwise         binary cross-entropy with the reward as the logit: label 1 for correct, 0
                     for wrong responses. GenRM, arXiv 2408.15240; SoliReward's BCE term, arXiv
                     2512.22170 (official code lian700/SoliReward `loss.py`).
+  vpl               VPL: a user latent z inferred from the user's context set of C labelled
+                    comparisons (context_size), a reward decoder r(e, z), negative ELBO with a
+                    cyclical cosine KL annealing. Poddar et al., arXiv 2408.10075 §3-4. Built-in
+                    data: users "concise" (prefers the bare answer) and "working" (prefers
+                    "47-8=39\n39") agree that correct beats wrong and disagree on style
+                    (data.users; style_fraction of the pairs are style pairs).
+  user_bt           Bradley-Terry on the same users' target pairs without context: VPL's
+                    baseline, which cannot tell the users apart on style pairs.
 """
 
 from configs import base, common
@@ -70,14 +78,20 @@ from rewardjax import pretrained
 # Each variant is a diff of the reward model's `algo` block (TRL RewardConfig names).
 VARIANTS = {name: dict(loss_type=name) for name in (
     "bt", "margin", "label_flip", "label_smoothing", "adaptive_margin", "contrastive", "win_tie",
-    "k_choose_2", "plackett_luce", "polar", "yojo", "goal_conditioned", "pointwise")}
+    "k_choose_2", "plackett_luce", "polar", "yojo", "goal_conditioned", "pointwise", "vpl")}
 VARIANTS.update(
     center=dict(loss_type="bt", center_rewards_coefficient=0.01),
     noisy_bt=dict(loss_type="bt", records="noisy_pairs"),
     polar=dict(loss_type="polar", pretrain_steps=600),
     tree=dict(loss_type="bt", records="tree_pairs"),
     chain=dict(loss_type="bt", records="chain_pairs"),
-    endogenous=dict(loss_type="bt"))
+    endogenous=dict(loss_type="bt"),
+    user_bt=dict(loss_type="bt", records="user_target_pairs"))
+# Full-run `train` block of the variants whose run differs from the others': VPL and its BT
+# baseline (the README row) train on user pairs for 800 steps of 32 records (~3 min for VPL,
+# whose rows include the context sets, at ~190 GFLOP/s), one KL annealing cycle per run.
+USER_RUN = dict(steps=800, batch_size=32, eval_every=200)
+TRAIN = {"vpl": USER_RUN, "user_bt": USER_RUN}
 
 
 def get_config(arg=None):
@@ -96,6 +110,9 @@ def get_config(arg=None):
     c.train.update(steps=1200, batch_size=64, eval_every=200)
     c.optim.update(learning_rate=3e-4, warmup_steps=50, schedule="cosine")
     c.reward_eval.update(questions=256, best_of_n=8, best_of_n_questions=256)
+    c.train.update(TRAIN.get(arg.variant, {}))
+    if c.algo.loss_type == "vpl":
+      c.algo.update(kl_anneal_period=c.train.steps)
   else:
     c.reward_eval.update(questions=4, best_of_n=2, best_of_n_questions=4)
   if arg.variant == "endogenous":

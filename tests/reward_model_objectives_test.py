@@ -233,13 +233,15 @@ def results(model, problems, setup, options):
 
 # The PRM ("prm") reads step records of the multi-step task, not this file's fixtures; its
 # objective is tested against numpy in tests/process_rewards_test.py and has its own config.
-PAIR_OBJECTIVES = sorted(set(rmo.OBJECTIVES) - {"prm"})
+# VPL ("vpl") trains its own model (a set encoder and a latent-conditioned decoder), not this
+# file's ScalarModel: tests/vpl_test.py checks it the same way.
+PAIR_OBJECTIVES = sorted(set(rmo.OBJECTIVES) - {"prm", "vpl"})
 
 
 def test_table_covers_the_config_variants():
   # Variants beyond one per objective: a records kind or option diff of an objective.
-  extra = {"center", "noisy_bt", "tree", "chain", "endogenous"}
-  assert set(reward_model_config.VARIANTS) == set(PAIR_OBJECTIVES) | extra
+  extra = {"center", "noisy_bt", "tree", "chain", "endogenous", "user_bt"}
+  assert set(reward_model_config.VARIANTS) == set(PAIR_OBJECTIVES) | extra | {"vpl"}
   for name in extra:
     diff = reward_model_config.VARIANTS[name]
     assert diff["loss_type"] in rmo.OBJECTIVES and diff.get("records", "bt") != "", name

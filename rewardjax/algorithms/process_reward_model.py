@@ -87,10 +87,10 @@ def _heldout_scores(graphdef, params, tokens, attention_mask, step_positions):
   return step_scores(nnx.merge(graphdef, params), tokens, attention_mask, step_positions)
 
 
-def evaluate(setup, problems, state, rng) -> dict:
+def evaluate(setup, problems, state, rng, *, options=None) -> dict:
   """Held-out step accuracy (p > 1/2 vs label) and solution accuracy (all steps > 1/2 vs all
   labels 1) on the held-out questions' step records (seed + 1)."""
-  del rng
+  del rng, options
   if not problems:
     return {}
   records = steps_lib.prm_records(problems, seed=setup.seed + 1)

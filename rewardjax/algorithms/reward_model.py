@@ -6,7 +6,10 @@ rows) with the per-record fields the objective needs in `extra` -> the update. T
 warm-started (or pretrained) language model plus a fresh head on the last real token; the
 held-out evaluation is pairwise accuracy on the built-in task's pairs. The head has no bias, so
 the run's `hf/` export is a `*ForSequenceClassification` directory transformers loads
-(`models.hf_reward`), and `rewards.reward_model=<workdir>` scores RL rollouts with it.
+(`models.hf_reward`), and `rewards.reward_model=<workdir>` scores RL rollouts with it. A
+records kind may bring its own model (`Records.model_fn`, e.g. VPL's latent-conditioned reward,
+`algorithms/vpl.py`): its backbone is the same language model, and a model with no
+`*ForSequenceClassification` form is not exported (`Records.no_export` says why, in the log).
 """
 
 import dataclasses
@@ -14,6 +17,7 @@ import functools
 
 import jax
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from rewardjax import recipes, sharding, update
@@ -21,7 +25,7 @@ from rewardjax.algorithms import base
 from rewardjax.algorithms.reward_model_objectives import DEFAULTS, OBJECTIVES, RECORDS
 from rewardjax.data import tasks, tokenizers
 from rewardjax.evaluation import goal_states, reward_eval, scorers
-from rewardjax.models import heads, hf_reward
+from rewardjax.models import hf_reward
 from rewardjax.types import SequenceBatch
 
 
@@ -49,6 +53,8 @@ def reward_model_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, s
   del state
   items = stream.prompts(step)
   arrays, extra = RECORDS[options.records or obj.records].arrays(items, setup=setup)
+  if "step" in obj.needs:  # a schedule inside the loss (VPL's KL annealing) reads the step here
+    extra = {**extra, "step": np.full(arrays["tokens"].shape[0], step, np.int32)}
   arrays, extra = base.place(obj, arrays, extra, items, setup=setup, options=options,
                              rng=jax.random.fold_in(rng, step))
   base.check_fields(obj, extra, options.loss_type)
@@ -101,42 +107,49 @@ def build(options, setup: base.Setup) -> base.Program:
             "reward_margin": float(np.mean(chosen - rejected))}
 
   if records.evaluate is not None:  # e.g. a PRM: step accuracy on held-out step records
-    evaluate = functools.partial(records.evaluate, setup, setup.problems.get("heldout") or [])
+    evaluate = functools.partial(records.evaluate, setup, setup.problems.get("heldout") or [],
+                                 options=options)
   # The RewardBench-style benchmark and best-of-N (config `reward_eval`), on the head's scores
   # in this objective's row layout.
+  # Kinds whose model is not a scalar head on prompt | response (a PRM, VPL's latent-conditioned
+  # reward) are scored by their own `evaluate` only.
+  scalar = kind != "steps" and not records.no_export
   reward_evaluation = reward_eval.program_evaluation(
       setup, lambda state: scorers.reward_model(state.graphdef, state.params, setup,
                                                 records=kind),
-      [] if kind == "steps" else setup.problems.get("heldout") or [], heldout)
+      setup.problems.get("heldout") or [] if scalar else [], heldout)
 
   # The goal-state probe (arXiv 2407.13887 §4.2) of the backbone's hidden states, on plain
   # prompt | response rows.
-  probe = bool(heldout and setup.reward_eval and setup.reward_eval.questions
-               and not setup.reward_eval.scorer and kind not in ("steps", "polar", "packed"))
+  probe = bool(scalar and heldout and setup.reward_eval and setup.reward_eval.questions
+               and not setup.reward_eval.scorer and kind not in ("polar", "packed"))
 
   def evaluate_all(state, rng):
     goal = goal_states.probe(state.graphdef, state.params, setup, heldout) if probe else {}
     return {**evaluate(state, rng), **reward_evaluation(state, rng), **goal}
 
   def init_params(lm_params, rng):
-    # The head is fresh; the backbone is the (warm-started or pretrained) language model.
-    head = nnx.to_pure_dict(nnx.split(model_fn(nnx.Rngs(rng)), nnx.Param)[1])["head"]
-    return {"backbone": lm_params, "head": head}
+    # The backbone is the (warm-started or pretrained) language model; the rest is fresh.
+    fresh = nnx.to_pure_dict(nnx.split(model_fn(nnx.Rngs(rng)), nnx.Param)[1])
+    return {**fresh, "backbone": lm_params}
 
   def model_fn(rngs):
-    # No head bias, as transformers' *ForSequenceClassification score (the export's format).
-    return heads.ScalarModel(setup.model, rngs=rngs, bias=False)
+    return records.model_fn(setup.model, options, rngs=rngs)
 
   def export(model, directory):
     hf_reward.save_reward_model(model, directory,
                                 pad_token_id=tokenizers.pad_token_id(setup.tokenizer))
 
+  if records.no_export:
+    logging.warning("reward_model: loss_type=%s has no Hugging Face export: %s", options.loss_type,
+                 records.no_export)
   return base.Program(
       model_fn=model_fn, init_params=init_params,
       make_batch=functools.partial(reward_model_batch, setup=setup, stream=stream, obj=obj,
                                    options=options),
       step=make_step(options), evaluate=evaluate_all, with_ref=False,
-      rows_per_update=records.rows(setup.batch_size, options), export=export)
+      rows_per_update=records.rows(setup.batch_size, options), export=export,
+      export_hf=not records.no_export)
 
 
 ALGORITHM = base.Algorithm(name="reward_model", defaults=DEFAULTS, objectives=OBJECTIVES,

@@ -28,6 +28,7 @@ import numpy as np
 
 from rewardjax import losses
 from rewardjax.algorithms import process_reward_model as prm
+from rewardjax.algorithms import vpl
 from rewardjax.algorithms.base import Objective
 from rewardjax.data import reward_data, tasks, tokenizers
 from rewardjax.models import heads
@@ -57,6 +58,13 @@ DEFAULTS = dict(
     contrastive_dropout=0.05,        # dropout rate that makes SimCSE's two views (paper: 0.05)
     goal_coefficient=0.5,            # beta of the goal-conditioned term (reference script: 0.5)
     goal_samples=16,                 # S = U position pairs per example (reference script: 16)
+    context_size=4,                  # built-in user pairs: C comparisons per context set
+    style_fraction=0.5,              # built-in user pairs: share of style (disagreement) pairs
+    latent_dim=16,                   # VPL: L, dims of the user latent z (paper: 512)
+    latent_hidden_dim=64,            # VPL: H of its pair-encoder and decoder MLPs (paper: 512)
+    kl_weight=0.01,                  # VPL: beta of the KL term (vpl_llm code default 0.01)
+    kl_anneal_period=10_000,         # VPL: steps of one cyclical cosine KL cycle; 0 = off
+    clamp_posterior=True,            # VPL: clamp mu and log sigma^2 to [-1, 1] (as its code)
 )
 
 # YOJO joins the K responses of a packed row with this text (the paper registers a special
@@ -268,6 +276,13 @@ def _pair_arrays(items, *, setup):
   return arrays, extra
 
 
+def scalar_model(config, options, *, rngs):
+  """The reward model: the backbone and a bias-free scalar head on the last token, as
+  transformers' *ForSequenceClassification score (the export's format)."""
+  del options
+  return heads.ScalarModel(config, rngs=rngs, bias=False)
+
+
 @dataclasses.dataclass(frozen=True)
 class Records:
   """One kind of reward-model records.
@@ -280,10 +295,14 @@ class Records:
     then rejected rows) in which a model trained on this kind scores held-out pairs
     `{"prompt", "chosen", "rejected"}`; plain pair rows unless the kind packs more (POLAR's
     reference).
-  evaluate: `evaluate(setup, heldout_problems, state, rng) -> dict` replacing the held-out pair
-    accuracy (a PRM's step accuracy), or None.
+  evaluate: `evaluate(setup, heldout_problems, state, rng, *, options) -> dict`, the kind's
+    own held-out metrics (None: pair accuracy on `heldout_arrays` rows).
   pretrain: `pretrain(problems, *, seed) -> records` of this kind made without labels, for the
     first `pretrain_steps` steps (POLAR's policy-discrimination triplets), or None.
+  model_fn: `model_fn(model_config, options, *, rngs)`, the NNX module trained on this kind;
+    it has a `backbone` (the language model) and its other params are fresh.
+  no_export: why the model has no Hugging Face export ("" = a scalar-head model, exported as
+    *ForSequenceClassification, and scored by `evaluation.scorers.reward_model`).
   """
   builtin: Callable
   arrays: Callable
@@ -291,6 +310,8 @@ class Records:
   heldout_arrays: Callable = _pair_arrays
   evaluate: Callable | None = None
   pretrain: Callable | None = None
+  model_fn: Callable = scalar_model
+  no_export: str = ""
 
 
 def _pair_rows(batch_size, options):
@@ -465,6 +486,13 @@ RECORDS = {
     "chain_pairs": Records(_chain_records, _pair_arrays, _pair_rows),
     "steps": Records(prm.step_records, prm.step_arrays, prm.step_rows,
                      evaluate=prm.evaluate),
+    "user_pairs": Records(
+        vpl.user_records, vpl.context_arrays, vpl.context_rows, model_fn=vpl.model_fn,
+        evaluate=functools.partial(vpl.evaluate, with_context=True),
+        no_export="a VPL reward depends on a user latent z through an MLP decoder, which no "
+                  "transformers *ForSequenceClassification directory can hold"),
+    "user_target_pairs": Records(vpl.user_records, vpl.target_arrays, vpl.target_rows,
+                                 evaluate=functools.partial(vpl.evaluate, with_context=False)),
 }
 
 _KEY = {"key": "the objective's prepare stage (add_step_key: the step's PRNG key per row)"}
@@ -519,6 +547,11 @@ OBJECTIVES = {
         needs={name: "the 'steps' records (data.steps.prm_records: step-labelled solutions of "
                      "the multi-step task) or a step_labels column" for name in (
                          "step_positions", "step_labels", "step_mask")}),
+    "vpl": Objective(
+        vpl.vpl_objective, hparams=("context_size", "kl_weight", "kl_anneal_period"),
+        records="user_pairs", uses_ref=False, prepare=add_step_key,
+        needs={**_KEY, "step": "the reward-model batch (the step, for the KL annealing)",
+               "style": "the 'user_pairs' records (data.users.user_pairs)"}),
     "pointwise": Objective(
         pointwise_objective, records="labelled_pairs", uses_ref=False,
         needs={"labels": "the built-in 'labelled_pairs' records (1 = correct, 0 = wrong) or "

@@ -11,3 +11,4 @@ from rewardjax.losses.reference_free import *  # noqa: F403
 from rewardjax.losses.reward_model import *  # noqa: F403
 from rewardjax.losses.self_distillation import *  # noqa: F403
 from rewardjax.losses.self_rewarding import *  # noqa: F403
+from rewardjax.losses.vpl import *  # noqa: F403
