@@ -39,6 +39,22 @@ SECTIONS = {"Equation": "formula", "References": "paper", "TRL": "trl"}
 # in prose). Delete an entry once its docstring gains the section: the generator rejects
 # duplicates.
 METADATA = {
+  "vpl_loss": {
+    "formula": "mean_b −log σ(r(a_b, z_b) − r(b_b, z_b)) + w_t · KL(q(z|C) ‖ N(0, I)), "
+               "KL = −½ Σ_d (1 + log σ² − μ² − σ²)",
+    "trl": "—"},
+  "gaussian_kl": {
+    "formula": "KL(N(μ, σ²) ‖ N(0, I)) = −½ Σ_d (1 + log σ² − μ² − σ²)",
+    "paper": "VPL, arXiv 2408.10075 §3 (ELBO)", "trl": "—"},
+  "clamp_posterior": {
+    "formula": "μ ← clip(μ, −1, 1), log σ² ← clip(log σ², −1, 1)",
+    "paper": "VPL, arXiv 2408.10075 (official code WEIRDLabUW/vpl_llm)", "trl": "—"},
+  "reparameterize": {
+    "formula": "z = μ + σ ε, ε ~ N(0, I), then z ← √d · z / ‖z‖",
+    "paper": "VPL, arXiv 2408.10075 (official code WEIRDLabUW/vpl_llm)", "trl": "—"},
+  "kl_annealing": {
+    "formula": "w_t = 0.1 + 0.9 · (cos(π((t mod T)/T − 1)) + 1) / 2",
+    "paper": "VPL, arXiv 2408.10075 (official code: cyclical cosine annealing)", "trl": "—"},
   "kl_estimate": {
     "formula": "k1 = log π − log π_ref; k2 = (log π − log π_ref)²/2; k3 = e^d − d − 1, "
                "d = log π_ref − log π",

@@ -142,12 +142,12 @@ def test_reward_model_scorer_equals_the_model_on_its_rows(setup):
   graphdef, params = nnx.split(model, nnx.Param)
   scorer = scorers.reward_model(graphdef, params, setup, records="pairs")
   out = scorer(["8+6="], [["14", "12"]], ["14"])[0]
-  from rewardjax.algorithms import reward_model_objectives as rmo  # noqa: PLC0415
-  rows = rmo.response_rows(setup, ["8+6=", "8+6="], ["14", "12"])
+  from rewardjax.algorithms import reward_model_records as rmr  # noqa: PLC0415
+  rows = rmr.response_rows(setup, ["8+6=", "8+6="], ["14", "12"])
   direct = model(jnp.asarray(rows["tokens"]), attention_mask=jnp.asarray(rows["attention_mask"]))
   np.testing.assert_allclose(out, np.asarray(direct), rtol=1e-5, atol=1e-6)
   polar = scorers.reward_model(graphdef, params, setup, records="polar")
-  rows = rmo.response_rows(setup, [rmo.polar_prompt("8+6=", "14")] * 2, ["14", "12"])
+  rows = rmr.response_rows(setup, [rmr.polar_prompt("8+6=", "14")] * 2, ["14", "12"])
   direct = model(jnp.asarray(rows["tokens"]), attention_mask=jnp.asarray(rows["attention_mask"]))
   np.testing.assert_allclose(polar(["8+6="], [["14", "12"]], ["14"])[0], np.asarray(direct),
                              rtol=1e-5, atol=1e-6)

@@ -21,6 +21,7 @@ from configs import reward_model as reward_model_config
 from rewardjax import losses, sharding
 from rewardjax.algorithms import base, reward_model
 from rewardjax.algorithms import reward_model_objectives as rmo
+from rewardjax.algorithms import reward_model_records as rmr
 from rewardjax.data import reward_data, tasks, tokenizers
 from rewardjax.models import heads, transformer
 from rewardjax.types import SequenceBatch
@@ -76,7 +77,7 @@ def model():
 def host_batch(name, problems, setup, options):
   """(items, arrays, extra) of objective `name` on the built-in records, after `prepare`."""
   obj = rmo.OBJECTIVES[name]
-  records = rmo.RECORDS[obj.records]
+  records = rmr.RECORDS[obj.records]
   items = records.builtin(problems, fmt="short", seed=0, options=options)[:B]
   arrays, extra = records.arrays(items, setup=setup)
   if obj.prepare is not None:
@@ -245,10 +246,10 @@ def test_table_covers_the_config_variants():
   for name in extra:
     diff = reward_model_config.VARIANTS[name]
     assert diff["loss_type"] in rmo.OBJECTIVES and diff.get("records", "bt") != "", name
-    assert diff.get("records", "pairs") in rmo.RECORDS, name
+    assert diff.get("records", "pairs") in rmr.RECORDS, name
   assert set(REFERENCES) == set(PAIR_OBJECTIVES) == set(METRICS)
   for name, obj in rmo.OBJECTIVES.items():
-    assert obj.records in rmo.RECORDS, name
+    assert obj.records in rmr.RECORDS, name
     assert set(obj.hparams) <= set(rmo.DEFAULTS), name
     assert not obj.uses_ref, name
 
@@ -287,7 +288,7 @@ def test_every_batch_field_has_one_entry_per_row(name, problems, setup, options)
   # The mesh splits every leaf over its leading axis: rows must divide over the devices.
   obj = rmo.OBJECTIVES[name]
   _, arrays, extra = host_batch(name, problems, setup, options)
-  rows = rmo.RECORDS[obj.records].rows(B, options)
+  rows = rmr.RECORDS[obj.records].rows(B, options)
   assert rows % DEVICES == 0
   assert {k: np.shape(v)[0] for k, v in {**arrays, **extra}.items()} == dict.fromkeys(
       {**arrays, **extra}, rows)
@@ -302,7 +303,7 @@ def test_center_variant_is_the_default_and_every_variant_fits_the_smoke_mesh():
   for variant in reward_model_config.VARIANTS:
     c = reward_model_config.get_config(f"variant={variant},smoke")
     obj = base.objective(rmo.OBJECTIVES, c.algo.loss_type, "reward_model")
-    assert rmo.RECORDS[obj.records].rows(c.train.batch_size, c.algo) % DEVICES == 0, variant
+    assert rmr.RECORDS[obj.records].rows(c.train.batch_size, c.algo) % DEVICES == 0, variant
 
 
 @pytest.mark.parametrize("name", PAIR_OBJECTIVES)
@@ -338,7 +339,7 @@ def test_records_override_pretrain_stage_and_small_data(problems, setup):
   assert any(t.split("=")[-1] in leaves for t in texts(tree, 0))
   # POLAR: steps [0, 2) from the unlabelled policy triplets, then the ranked fine-tuning triples.
   polar = _program(problems, setup, loss_type="polar", pretrain_steps=2)
-  fine = {rmo.polar_prompt(t["prompt"], t["reference"]) + t["positive"]
+  fine = {rmr.polar_prompt(t["prompt"], t["reference"]) + t["positive"]
           for t in tasks.polar_triplets(problems)}
   assert not set(texts(polar, 0)[:B]) <= fine and set(texts(polar, 2)[:B]) <= fine
   with pytest.raises(ValueError, match="no pre-training data; kinds that do: \\['polar'\\]"):
@@ -351,10 +352,10 @@ def test_records_override_pretrain_stage_and_small_data(problems, setup):
   assert prompts <= {problems[0]["prompt"], problems[1]["prompt"]}
 
 
-@pytest.mark.parametrize("kind", sorted(rmo.RECORDS))
+@pytest.mark.parametrize("kind", sorted(rmr.RECORDS))
 def test_heldout_rows_are_chosen_then_rejected(kind, setup):
   pairs = tasks.preference_pairs(tasks.problems(3, split="heldout"))
-  arrays, _ = rmo.RECORDS[kind].heldout_arrays(pairs, setup=setup)
+  arrays, _ = rmr.RECORDS[kind].heldout_arrays(pairs, setup=setup)
   texts = setup.tokenizer.batch_decode(arrays["tokens"], skip_special_tokens=True)
   assert len(texts) == 2 * len(pairs)
   for p, chosen, rejected in zip(pairs, texts[:3], texts[3:]):
@@ -410,7 +411,7 @@ def test_noisy_pairs_swap_labels_and_scorers_see_it():
     # Exact scorers: d = ±log10(1 + |wrong - answer|), negative iff mislabelled.
     d = np.log10(1 + abs(value(wrong) - int(p["answer"])))
     np.testing.assert_allclose(p["scorer_margins"], [-d if p["mislabelled"] else d] * 3)
-  noisy = rmo.RECORDS["noisy_pairs"].builtin(
+  noisy = rmr.RECORDS["noisy_pairs"].builtin(
       items, fmt="short", seed=0, options=dict(rmo.DEFAULTS, pairs_per_question=1))
   agree = [(p["preference_strength"] < 0) == p["mislabelled"] for p in noisy]
   assert np.mean(agree) > 0.9  # the ensemble finds most swapped labels
@@ -477,37 +478,37 @@ def test_tree_pairs_share_prefixes_and_chain_pairs_match_the_budget():
 
 def test_polar_rows_pack_the_reference_before_the_candidate(setup):
   triplet = dict(prompt="8+6=", reference="14", positive="14", negative="12")
-  arrays, _ = rmo.RECORDS["polar"].arrays([triplet], setup=setup)
+  arrays, _ = rmr.RECORDS["polar"].arrays([triplet], setup=setup)
   texts = setup.tokenizer.batch_decode(arrays["tokens"], skip_special_tokens=True)
   assert texts == ["8+6=14\n8+6=14", "8+6=14\n8+6=12"]
   pairs = [dict(prompt="8+6=", chosen="14", rejected="4")]
-  arrays, _ = rmo.RECORDS["polar"].heldout_arrays(pairs, setup=setup)
+  arrays, _ = rmr.RECORDS["polar"].heldout_arrays(pairs, setup=setup)
   assert setup.tokenizer.batch_decode(arrays["tokens"], skip_special_tokens=True) == [
       "8+6=14\n8+6=14", "8+6=14\n8+6=4"]
 
 
 def test_ranked_rows_carry_ranks_in_answer_distance_order(problems, setup, options):
-  items = rmo.RECORDS["ranked"].builtin(problems, fmt="short", seed=0, options=options)
-  arrays, extra = rmo.RECORDS["ranked"].arrays(items, setup=setup)
+  items = rmr.RECORDS["ranked"].builtin(problems, fmt="short", seed=0, options=options)
+  arrays, extra = rmr.RECORDS["ranked"].arrays(items, setup=setup)
   k = options.num_responses
   texts = setup.tokenizer.batch_decode(arrays["tokens"], skip_special_tokens=True)
   for b, it in enumerate(items):
     for j, response in enumerate(it["responses"]):
       assert texts[b * k + j] == it["prompt"] + response  # record-major rows
     np.testing.assert_array_equal(extra["ranks"][b * k:(b + 1) * k], list_ranks([it])[0])
-  assert rmo._dense_ranks([1.0, 0.5, 1.0, 0.2]) == [0, 1, 0, 2]  # equal scores tie
+  assert rmr._dense_ranks([1.0, 0.5, 1.0, 0.2]) == [0, 1, 0, 2]  # equal scores tie
 
 
 def test_packed_rows_read_each_response_at_its_end(problems, setup, options):
-  items = rmo.RECORDS["packed"].builtin(problems, fmt="short", seed=0, options=options)
+  items = rmr.RECORDS["packed"].builtin(problems, fmt="short", seed=0, options=options)
   assert {it["responses"][0] == it["answer"] for it in items} != {True}  # shuffled
-  arrays, extra = rmo.RECORDS["packed"].arrays(items, setup=setup)
+  arrays, extra = rmr.RECORDS["packed"].arrays(items, setup=setup)
   tok = setup.tokenizer
   for r, tokens in enumerate(arrays["tokens"]):
     it = items[r // 2]
     order = it["responses"] if r % 2 == 0 else it["responses"][::-1]
     text = tok.decode(tokens, skip_special_tokens=True)
-    assert text == it["prompt"] + rmo.YOJO_SEPARATOR.join(order)
+    assert text == it["prompt"] + rmr.YOJO_SEPARATOR.join(order)
     ends = extra["end_positions"][r]
     for k, response in enumerate(order[:-1]):  # the last character of response k
       assert tok.decode([tokens[ends[k]]]) == response[-1]

@@ -20,6 +20,7 @@ from jax.test_util import check_grads
 from rewardjax import losses, sharding
 from rewardjax.algorithms import base, reward_model
 from rewardjax.algorithms import reward_model_objectives as rmo
+from rewardjax.algorithms import reward_model_records as rmr
 from rewardjax.algorithms import vpl as vpl_algo
 from rewardjax.data import tasks, tokenizers, users
 from rewardjax.models import transformer
@@ -211,7 +212,7 @@ def records(options):
 
 def test_context_rows_layout(records, setup, options):
   arrays, extra = vpl_algo.context_arrays(records, setup=setup)
-  rows = rmo.RECORDS["user_pairs"].rows(B, options)
+  rows = rmr.RECORDS["user_pairs"].rows(B, options)
   assert rows == 2 * B * (1 + C)
   assert {k: v.shape[0] for k, v in {**arrays, **extra}.items()} == dict.fromkeys(
       {**arrays, **extra}, rows)

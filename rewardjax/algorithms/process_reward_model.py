@@ -54,10 +54,10 @@ def step_records(problems, *, fmt, seed, options):
 
 
 def step_arrays(items: Sequence[dict], *, setup):
-  """Rows prompt | completion (`reward_model_objectives.response_rows`) and the step fields."""
-  from rewardjax.algorithms import reward_model_objectives  # noqa: PLC0415 (it imports this)
+  """Rows prompt | completion (`reward_model_records.response_rows`) and the step fields."""
+  from rewardjax.algorithms import reward_model_records  # noqa: PLC0415 (it imports this)
 
-  arrays = reward_model_objectives.response_rows(setup, [it["prompt"] for it in items],
+  arrays = reward_model_records.response_rows(setup, [it["prompt"] for it in items],
                                          [it["completion"] for it in items])
   # Completion tokens start after the (left-padded) prompt block; the row's loss mask marks them.
   prompt_width = int(np.argmax(arrays["loss_mask"].any(axis=0))) + 1

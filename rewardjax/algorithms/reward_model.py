@@ -1,7 +1,7 @@
 """Reward-model training: a language model with a scalar head, trained on preference data.
 
 Stages: the objective's records (pairs, ranked lists, ...; the built-in task makes each kind,
-`reward_model_objectives.py`) -> token rows (`SequenceBatch`, e.g. chosen rows then rejected
+`reward_model_records.py`) -> token rows (`SequenceBatch`, e.g. chosen rows then rejected
 rows) with the per-record fields the objective needs in `extra` -> the update. The model is the
 warm-started (or pretrained) language model plus a fresh head on the last real token; the
 held-out evaluation is pairwise accuracy on the built-in task's pairs. The head has no bias, so
@@ -22,7 +22,8 @@ from flax import nnx
 
 from rewardjax import recipes, sharding, update
 from rewardjax.algorithms import base
-from rewardjax.algorithms.reward_model_objectives import DEFAULTS, OBJECTIVES, RECORDS
+from rewardjax.algorithms.reward_model_objectives import DEFAULTS, OBJECTIVES
+from rewardjax.algorithms.reward_model_records import RECORDS
 from rewardjax.data import tasks, tokenizers
 from rewardjax.evaluation import goal_states, reward_eval, scorers
 from rewardjax.models import hf_reward

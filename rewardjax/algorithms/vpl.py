@@ -49,9 +49,9 @@ def user_records(problems, *, fmt, seed, options) -> list[dict]:
 
 
 def _rows(setup, prompts, completions):
-  from rewardjax.algorithms import reward_model_objectives  # noqa: PLC0415 (it imports this)
+  from rewardjax.algorithms import reward_model_records  # noqa: PLC0415 (it imports this)
 
-  return reward_model_objectives.response_rows(setup, prompts, completions)
+  return reward_model_records.response_rows(setup, prompts, completions)
 
 
 def _pair_fields(pairs: Sequence[dict], users_of: Sequence[int]) -> dict:

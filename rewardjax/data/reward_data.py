@@ -31,11 +31,12 @@ def closeness(text: str, answer: int) -> float:
 
 
 def tie_pairs(items: Sequence[dict], *, seed: int = 0, tie_fraction: float = 0.5,
-              wrong_tie_fraction: float = 0.0) -> list[dict]:
+              wrong_tie_fraction: float = 0.0, pairs_per_question: int = 1) -> list[dict]:
   """SoliReward pairs with ties of equally right (or equally wrong) answers of one question.
 
-  Item i gives one pair. With probability `tie_fraction` a tie (is_tie 1) of two Pass responses:
-  half of them the paper's cross-prompt pairing (this question's answer against another
+  Item i gives `pairs_per_question` pairs, each drawn alone. With probability `tie_fraction` a
+  tie (is_tie 1) of two Pass responses: half of them the paper's cross-prompt pairing (this
+  question's answer against another
   question's; SoliReward, arXiv 2512.22170 §3.2), half two different correct forms of this
   question's answer ("14" and "014", `reward_bench.correct_forms`), the within-prompt ties
   RewardBench 2's Ties subset probes. A share `wrong_tie_fraction` of the ties are instead two
@@ -51,8 +52,9 @@ def tie_pairs(items: Sequence[dict], *, seed: int = 0, tie_fraction: float = 0.5
   [('14', '12', 1), ('12', '012', 1), ('8', '14', 1)]
   """
   out = []
-  for i, it in enumerate(items):
-    rng = np.random.default_rng([seed, i, 11])
+  for i, j in ((i, j) for i in range(len(items)) for j in range(pairs_per_question)):
+    it = items[i]
+    rng = np.random.default_rng([seed, i, 11, j])
     value = int(it["answer"])
     forms = correct_forms(value)
     pair = dict(prompt=_short(it), rejected_prompt=_short(it), answer=it["answer"])

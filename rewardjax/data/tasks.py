@@ -336,7 +336,7 @@ def ranked_responses(items: Sequence[dict], k: int = 4, *, fmt: str = "short",
 
 
 # Reward-model record kinds: built-in records for the objectives beyond plain pairs
-# (`rewardjax/algorithms/reward_model_objectives.py`). Each reuses the wrong answers of
+# (`rewardjax/algorithms/reward_model_records.py`). Each reuses the wrong answers of
 # `preference_pairs` (rng default_rng([seed, i]) for item i), so a kind's pairs are the plain
 # pairs plus its own field.
 

@@ -18,7 +18,7 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from rewardjax import sharding
-from rewardjax.algorithms import reward_model_objectives as rmo
+from rewardjax.algorithms import reward_model_records as rmr
 from rewardjax.models import heads
 
 
@@ -60,7 +60,7 @@ def probe(graphdef, params, setup, pairs: Sequence[dict]) -> dict[str, float]:
   fit, test = pairs[:half], pairs[half:]
 
   def hidden(prompts, responses):
-    arrays = rmo.response_rows(setup, prompts, responses)
+    arrays = rmr.response_rows(setup, prompts, responses)
     tokens, mask = arrays["tokens"], arrays["attention_mask"]
     h = sharding.gather(_hidden(graphdef, params, *sharding.feed((tokens, mask))))
     response = np.concatenate([np.zeros_like(arrays["loss_mask"][:, :1]),

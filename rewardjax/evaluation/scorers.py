@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from rewardjax import sharding
-from rewardjax.algorithms import reward_model_objectives as rmo
+from rewardjax.algorithms import reward_model_records as rmr
 from rewardjax.data import tokenizers
 from rewardjax.rewards import logprob, sources
 
@@ -73,8 +73,8 @@ def reward_model(graphdef, params, setup, *, records: str = "pairs") -> Scorer:
 
   def rows(prompts, responses, references=None):
     if references is not None:
-      prompts = [rmo.polar_prompt(p, ref) for p, ref in zip(prompts, references)]
-    arrays = rmo.response_rows(setup, prompts, responses)
+      prompts = [rmr.polar_prompt(p, ref) for p, ref in zip(prompts, references)]
+    arrays = rmr.response_rows(setup, prompts, responses)
     return sharding.gather(_head_scores(graphdef, params, *sharding.feed(
         (arrays["tokens"], arrays["attention_mask"]))))
 
@@ -104,7 +104,7 @@ def _yojo(graphdef, params, setup) -> Scorer:
     out = []
     for p, xs in zip(prompts, lists):
       items = [dict(prompt=p, responses=list(xs), scores=[0.0] * len(xs))]
-      arrays, extra = rmo.packed_arrays(items, setup=setup)  # order, reversed
+      arrays, extra = rmr.packed_arrays(items, setup=setup)  # order, reversed
       s = np.asarray(sharding.gather(_position_scores(
           graphdef, params, arrays["tokens"], arrays["attention_mask"],
           extra["end_positions"])))
