@@ -38,6 +38,7 @@ SECTIONS = {"Equation": "formula", "References": "paper", "TRL": "trl"}
 # self_rewarding.py do not carry as sections (they state the formula in an untitled block and TRL
 # in prose). Delete an entry once its docstring gains the section: the generator rejects
 # duplicates.
+_VPL_CODE = "VPL, arXiv 2408.10075 (official code WEIRDLabUW/vpl_llm)"
 METADATA = {
   "vpl_loss": {
     "formula": "mean_b −log σ(r(a_b, z_b) − r(b_b, z_b)) + w_t · KL(q(z|C) ‖ N(0, I)), "
@@ -48,13 +49,13 @@ METADATA = {
     "paper": "VPL, arXiv 2408.10075 §3 (ELBO)", "trl": "—"},
   "clamp_posterior": {
     "formula": "μ ← clip(μ, −1, 1), log σ² ← clip(log σ², −1, 1)",
-    "paper": "VPL, arXiv 2408.10075 (official code WEIRDLabUW/vpl_llm)", "trl": "—"},
+    "paper": _VPL_CODE, "trl": "—"},
   "reparameterize": {
     "formula": "z = μ + σ ε, ε ~ N(0, I), then z ← √d · z / ‖z‖",
-    "paper": "VPL, arXiv 2408.10075 (official code WEIRDLabUW/vpl_llm)", "trl": "—"},
+    "paper": _VPL_CODE, "trl": "—"},
   "kl_annealing": {
     "formula": "w_t = 0.1 + 0.9 · (cos(π((t mod T)/T − 1)) + 1) / 2",
-    "paper": "VPL, arXiv 2408.10075 (official code: cyclical cosine annealing)", "trl": "—"},
+    "paper": _VPL_CODE + ", cyclical cosine annealing", "trl": "—"},
   "kl_estimate": {
     "formula": "k1 = log π − log π_ref; k2 = (log π − log π_ref)²/2; k3 = e^d − d − 1, "
                "d = log π_ref − log π",

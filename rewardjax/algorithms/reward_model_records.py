@@ -33,18 +33,27 @@ from rewardjax.models import heads
 YOJO_SEPARATOR = "|"
 
 
-def response_rows(setup, prompts: Sequence[str], completions: Sequence[str]) -> dict:
-  """Token arrays of the rows (prompt_i | completion_i): prompts left-padded and completions
-  right-padded (EOS appended) as `preference.pair_arrays` lays them out; loss_mask[j] = 1 where
-  token j+1 is a completion token."""
+def prompt_completion_arrays(setup, prompts: Sequence[str], completions: Sequence[str]):
+  """(tokens [R, S + T], attention_mask [R, S + T], completion_mask [R, T]) of the rows
+  (prompt_i | completion_i): prompts left-padded to S, completions right-padded to T with EOS
+  appended, the layout of a rollout (the completion is the last T columns)."""
   d = setup.data
   prompt_tokens, prompt_mask = tokenizers.encode_prompts(
       setup.tokenizer, list(prompts), bucket=d.bucket, max_length=d.max_prompt_length)
   completion_tokens, completion_mask = tokenizers.encode_completions(
       setup.tokenizer, list(completions), bucket=d.bucket, max_length=d.max_completion_length)
-  target_mask = np.concatenate([np.zeros_like(prompt_mask), completion_mask], axis=1)
-  return {"tokens": np.concatenate([prompt_tokens, completion_tokens], axis=1),
-          "attention_mask": np.concatenate([prompt_mask, completion_mask], axis=1),
+  return (np.concatenate([prompt_tokens, completion_tokens], axis=1),
+          np.concatenate([prompt_mask, completion_mask], axis=1), completion_mask)
+
+
+def response_rows(setup, prompts: Sequence[str], completions: Sequence[str]) -> dict:
+  """Token arrays of the rows (prompt_i | completion_i) (`prompt_completion_arrays`), as
+  `preference.pair_arrays` lays them out; loss_mask[j] = 1 where token j+1 is a completion
+  token."""
+  tokens, attention_mask, completion_mask = prompt_completion_arrays(setup, prompts, completions)
+  target_mask = np.zeros_like(attention_mask)
+  target_mask[:, tokens.shape[1] - completion_mask.shape[1]:] = completion_mask
+  return {"tokens": tokens, "attention_mask": attention_mask,
           "loss_mask": target_mask[:, 1:].astype(np.int32)}
 
 

@@ -20,7 +20,6 @@ from flax import nnx
 
 from rewardjax import sharding
 from rewardjax.algorithms import reward_model_records as rmr
-from rewardjax.data import tokenizers
 from rewardjax.rewards import logprob, sources
 
 Scorer = Callable[[Sequence[str], Sequence[Sequence[str]], Sequence[str]], list[np.ndarray]]
@@ -99,29 +98,30 @@ def _yojo(graphdef, params, setup) -> Scorer:
   """YOJO: a prompt's candidates packed in one row, each read at its last token; the row in
   its given order and reversed, the two scores averaged (training shows both orders)."""
 
+  def rows(prompts, lists):
+    # One batch of packed rows for lists of one length K (rows 2i: order, 2i + 1: reversed).
+    items = [dict(prompt=p, responses=list(xs), scores=[0.0] * len(xs))
+             for p, xs in zip(prompts, lists)]
+    arrays, extra = rmr.packed_arrays(items, setup=setup)
+    s_RxK = np.asarray(sharding.gather(_position_scores(
+        graphdef, params, *sharding.feed((arrays["tokens"], arrays["attention_mask"],
+                                          extra["end_positions"])))))
+    return (s_RxK[0::2] + s_RxK[1::2, ::-1]) / 2.0
+
   def score(prompts, lists, references):
     del references
-    out = []
-    for p, xs in zip(prompts, lists):
-      items = [dict(prompt=p, responses=list(xs), scores=[0.0] * len(xs))]
-      arrays, extra = rmr.packed_arrays(items, setup=setup)  # order, reversed
-      s = np.asarray(sharding.gather(_position_scores(
-          graphdef, params, arrays["tokens"], arrays["attention_mask"],
-          extra["end_positions"])))
-      out.append((s[0] + s[1][::-1]) / 2.0)
+    out = [None] * len(lists)
+    for k in sorted({len(xs) for xs in lists}):  # packed rows need one K per batch
+      index = [i for i, xs in enumerate(lists) if len(xs) == k]
+      for start in range(0, len(index), CHUNK // 2):
+        chunk = index[start:start + CHUNK // 2]
+        padded = chunk + [chunk[0]] * (CHUNK // 2 - len(chunk))  # one shape per K
+        scores_NxK = rows([prompts[i] for i in padded], [lists[i] for i in padded])
+        for i, s in zip(chunk, scores_NxK):
+          out[i] = np.asarray(s, np.float64)
     return out
 
   return score
-
-
-def _completion_arrays(setup, prompts, responses):
-  d = setup.data
-  prompt_tokens, prompt_mask = tokenizers.encode_prompts(
-      setup.tokenizer, list(prompts), bucket=d.bucket, max_length=d.max_prompt_length)
-  completion_tokens, completion_mask = tokenizers.encode_completions(
-      setup.tokenizer, list(responses), bucket=d.bucket, max_length=d.max_completion_length)
-  return (np.concatenate([prompt_tokens, completion_tokens], axis=1),
-          np.concatenate([prompt_mask, completion_mask], axis=1), completion_mask)
 
 
 def _logps(graphdef, params, tokens, attention, completion_length, alpha=1.0):
@@ -138,7 +138,7 @@ def implicit_reward(graphdef, params, ref_params, setup, *, beta: float) -> Scor
   """
 
   def rows(prompts, responses):
-    tokens, attention, mask = _completion_arrays(setup, prompts, responses)
+    tokens, attention, mask = rmr.prompt_completion_arrays(setup, prompts, responses)
     policy, _ = _logps(graphdef, params, tokens, attention, mask.shape[1])
     if ref_params is None:
       return (policy * mask).sum(1) / np.maximum(mask.sum(1), 1)
@@ -153,7 +153,7 @@ def endogenous(graphdef, params, setup, *, alpha: float = 1.0) -> Scorer:
   (Li et al., "Generalist Reward Models: Found Inside LLMs", arXiv 2506.23235 §3, Eq. 12)."""
 
   def rows(prompts, responses):
-    tokens, attention, mask = _completion_arrays(setup, prompts, responses)
+    tokens, attention, mask = rmr.prompt_completion_arrays(setup, prompts, responses)
     logps, first_value = _logps(graphdef, params, tokens, attention, mask.shape[1], alpha)
     return np.asarray(logprob.endogenous_reward(jnp.asarray(logps), jnp.asarray(mask),
                                                 jnp.asarray(first_value), alpha=alpha))
