@@ -164,7 +164,7 @@ def _check_matches(manager: ocp.CheckpointManager, step: int, abstract: Any) -> 
 
 def latest_extra(manager: ocp.CheckpointManager) -> dict | None:
   """The JSON `extra` of the newest checkpoint (config, step, ...), or None if there is none."""
-  wait(manager)
+  wait(manager)  # an in-flight save of this process is not yet visible as a step
   step = manager.latest_step()
   if step is None:
     return None
@@ -193,11 +193,10 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any, *,
     ValueError: the stored fingerprint differs from `config_fingerprint`, or a leaf is missing,
       extra, or differs in shape or dtype (the message names the first such leaf path).
   """
-  wait(manager)  # an in-flight save of this process is not yet visible as a step
-  step = manager.latest_step()
-  if step is None:
+  extra = latest_extra(manager)
+  if extra is None:
     return None
-  extra = manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))["extra"]
+  step = manager.latest_step()
   stored_fingerprint = extra.get(FINGERPRINT_KEY)
   if config_fingerprint is not None and stored_fingerprint != config_fingerprint:
     raise ValueError(

@@ -97,7 +97,9 @@ def load_data(config, tokenizer, record_kind: str) -> tuple[dict, dict]:
 
 
 def make_optimizer(o, total_steps: int):
-  """`optim.make_optimizer` from the `optim` config block."""
+  """`optim.make_optimizer` from the `optim` config block (a run of 0 steps, which only
+  evaluates its start, gets a 1-step schedule it never uses)."""
+  total_steps = max(total_steps, 1)
   return optim.make_optimizer(optim.AdamW(
       learning_rate=o.learning_rate, warmup_steps=min(o.warmup_steps, total_steps),
       schedule=o.schedule, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2,
@@ -367,7 +369,7 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   program, rng, total_steps = job.program, jax.random.key(config.seed), config.train.steps
   sharding.check_batch(program.rows_per_update, mesh, "rows per update")
   updates = total_steps * program.num_iterations * program.num_minibatches
-  tx = make_optimizer(config.optim, max(updates, 1))  # train.steps=0: evaluate the start
+  tx = make_optimizer(config.optim, updates)
   companion = None
   if program.companion is not None:  # a second model trained in the same step, own optimizer
     companion = (program.companion, make_optimizer(ml_collections.ConfigDict(
