@@ -91,6 +91,9 @@ class PreferenceBatch:
   loss_mask: Any         # [R, L-1] 1 where token j+1 is a completion token
   ref_logps: Any         # [R] summed reference log-probs of the completions (0 if no reference)
   extra: Any = flax.struct.field(default_factory=dict)  # objective-specific fields
+  # S_p > 0: R = 2B and rows b, b + B share tokens[:, :S_p] (the pair's left-padded prompt),
+  # computed once per pair (`update.all_token_logprobs`); 0 = no such layout. Static.
+  paired_prompt: int = flax.struct.field(pytree_node=False, default=0)
 
 
 @flax.struct.dataclass

@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -22,15 +23,53 @@ from rewardjax.kernels import logprobs as logprobs_lib
 from rewardjax.types import TrainState
 
 
+def completion_hidden(model, tokens: jax.Array, attention_mask: jax.Array, start: int,
+                      length: int, *, group_size: int = 1) -> jax.Array:
+  """Hidden states [B, length, D] that predict tokens[:, start:start+length] (token j is
+  predicted by the hidden state at j-1).
+
+  With `group_size` G > 1, rows [p*G, (p+1)*G) must share their first `start` tokens and mask
+  (a GRPO group's prompt, a DPO pair's): the prompt is then computed once per group
+  (`Transformer.shared_prefix_hidden_states`), and the result equals the unshared pass to
+  float tolerance, gradients included. The caller guarantees the sharing; `check_shared_prompts`
+  checks host arrays.
+  """
+  if group_size == 1:
+    hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask)
+    return jax.lax.dynamic_slice_in_dim(hidden, start - 1, length, axis=1)
+  prompt_hidden_PxD, completion_hidden_BxTxD = model.shared_prefix_hidden_states(
+      tokens[::group_size, :start], attention_mask[::group_size, :start],
+      tokens[:, start:start + length], attention_mask[:, start:start + length])
+  first_BxD = jnp.repeat(prompt_hidden_PxD, group_size, axis=0)
+  return jnp.concatenate([first_BxD[:, None], completion_hidden_BxTxD[:, :length - 1]], axis=1)
+
+
+def check_shared_prompts(tokens, attention_mask, start: int, group_size: int) -> None:
+  """Raises unless every group of `group_size` consecutive host rows shares tokens[:, :start]
+  and its mask (the layout `completion_hidden` with group_size > 1 relies on)."""
+  if group_size == 1:
+    return
+  for name, x in (("tokens", tokens), ("attention_mask", attention_mask)):
+    x = np.asarray(x)[:, :start]
+    if x.shape[0] % group_size or not (
+        x.reshape(-1, group_size, start) == x[::group_size, None]).all():
+      raise ValueError(
+          f"rows of each group of {group_size} must share the prompt ({name}[:, :{start}] "
+          "differs within a group, or the rows do not split into groups): a source whose "
+          "group rows have different prompts cannot share the prompt pass")
+
+
 def token_logprobs(model, tokens: jax.Array, attention_mask: jax.Array, start: int,
-                   length: int, *, chunk_size: int = 1024) -> tuple[jax.Array, jax.Array]:
+                   length: int, *, chunk_size: int = 1024,
+                   group_size: int = 1) -> tuple[jax.Array, jax.Array]:
   """Log-probs and entropies [B, length] of tokens[:, start:start+length] under `model`.
 
-  Token j is predicted by the hidden state at j-1, so hidden states start-1 .. start+length-2
-  are unembedded, in chunks, never materialising [B, length, V] (`kernels/logprobs.py`).
+  Hidden states start-1 .. start+length-2 are unembedded in chunks, never materialising
+  [B, length, V] (`kernels/logprobs.py`); `group_size` > 1 computes each group's shared prompt
+  once (`completion_hidden`).
   """
-  hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask)
-  hidden_BxTxD = jax.lax.dynamic_slice_in_dim(hidden, start - 1, length, axis=1)
+  hidden_BxTxD = completion_hidden(model, tokens, attention_mask, start, length,
+                                   group_size=group_size)
   targets_BxT = jax.lax.dynamic_slice_in_dim(tokens, start, length, axis=1)
   return logprobs_lib.token_logprobs_from_hidden(
       hidden_BxTxD, model.unembedding(), targets_BxT, chunk_size=chunk_size)
@@ -43,22 +82,41 @@ def token_distributions(model, tokens: jax.Array, attention_mask: jax.Array, sta
   Materialises [B, length, V] logits: for objectives over the whole vocabulary (on-policy
   self-distillation) with small vocabularies; `token_logprobs` never forms them.
   """
-  hidden, _ = model.hidden_states(tokens, attention_mask=attention_mask)
-  hidden_BxTxD = jax.lax.dynamic_slice_in_dim(hidden, start - 1, length, axis=1)
+  hidden_BxTxD = completion_hidden(model, tokens, attention_mask, start, length)
   return jax.nn.log_softmax(model.logits(hidden_BxTxD), axis=-1)  # logits are float32
 
 
 def all_token_logprobs(model, tokens: jax.Array, attention_mask: jax.Array, *,
-                       chunk_size: int = 1024) -> jax.Array:
-  """Log-probs [B, S-1] of tokens 1 .. S-1 of right-padded rows (entry j: token j+1)."""
-  logps_BxL, _ = token_logprobs(model, tokens, attention_mask, 1, tokens.shape[1] - 1,
-                                chunk_size=chunk_size)
-  return logps_BxL
+                       chunk_size: int = 1024, paired_prompt: int = 0) -> jax.Array:
+  """Log-probs [B, S-1] of tokens 1 .. S-1 of right-padded rows (entry j: token j+1).
+
+  `paired_prompt` = S_p > 0: rows b and b + B/2 are a pair (a preference batch's chosen and
+  rejected rows) sharing tokens[:, :S_p], their left-padded prompt; the prompt is computed once
+  per pair (`completion_hidden` with groups of 2) and the entries of prompt tokens (j < S_p - 1,
+  which no loss reads: the loss mask is 0 there) are 0.
+  """
+  if not paired_prompt:
+    logps_BxL, _ = token_logprobs(model, tokens, attention_mask, 1, tokens.shape[1] - 1,
+                                  chunk_size=chunk_size)
+    return logps_BxL
+  rows, length = tokens.shape
+  if rows % 2:
+    raise ValueError(f"paired_prompt needs chosen and rejected rows, got {rows} rows")
+  # Pair b's rows next to each other (b, b + B/2) for the grouped pass, then back. Only token
+  # ids and log-probs move between the two orders, never activations.
+  order = jnp.arange(rows).reshape(2, rows // 2).T.reshape(-1)
+  logps_BxT, _ = token_logprobs(model, tokens[order], attention_mask[order], paired_prompt,
+                                length - paired_prompt, chunk_size=chunk_size, group_size=2)
+  logps_BxT = jnp.zeros_like(logps_BxT).at[order].set(logps_BxT)
+  return jnp.pad(logps_BxT, ((0, 0), (paired_prompt - 1, 0)))
 
 
-def sequence_logps(model, tokens, attention_mask, loss_mask, *, chunk_size: int = 1024):
-  """Summed completion log-probs [B] and completion lengths [B] of right-padded sequences."""
-  logps_BxL = all_token_logprobs(model, tokens, attention_mask, chunk_size=chunk_size)
+def sequence_logps(model, tokens, attention_mask, loss_mask, *, chunk_size: int = 1024,
+                   paired_prompt: int = 0):
+  """Summed completion log-probs [B] and completion lengths [B] of right-padded sequences
+  (`paired_prompt`: see `all_token_logprobs`)."""
+  logps_BxL = all_token_logprobs(model, tokens, attention_mask, chunk_size=chunk_size,
+                                 paired_prompt=paired_prompt)
   return (logps_BxL * loss_mask).sum(axis=1), loss_mask.sum(axis=1)
 
 
@@ -171,12 +229,14 @@ def update(state: TrainState, batch: Any, rng: jax.Array, *, loss: Callable,
 
 
 def score_rollouts(params, ref_params, graphdef, tokens, attention_mask, completion_length: int,
-                   *, chunk_size: int = 1024) -> tuple[jax.Array | None, jax.Array | None]:
+                   *, chunk_size: int = 1024,
+                   group_size: int = 1) -> tuple[jax.Array | None, jax.Array | None]:
   """Old-policy and reference log-probs [B, T] of the completions, in one jitted pass.
 
   Either may be skipped by passing None for its params (without truncated importance sampling
   the sampler's own log-probs are the old-policy ones, so the RL batch scores only the
-  reference). Both are constants of the update (stop_gradient).
+  reference). Both are constants of the update (stop_gradient). `group_size` > 1 computes the
+  prompt shared by each group of rows once (`completion_hidden`).
   """
   prompt_length = tokens.shape[1] - completion_length
 
@@ -184,7 +244,7 @@ def score_rollouts(params, ref_params, graphdef, tokens, attention_mask, complet
     if p is None:
       return None
     logps, _ = token_logprobs(nnx.merge(graphdef, p), tokens, attention_mask, prompt_length,
-                              completion_length, chunk_size=chunk_size)
+                              completion_length, chunk_size=chunk_size, group_size=group_size)
     return jax.lax.stop_gradient(logps)
 
   return score(params), score(ref_params)

@@ -16,6 +16,7 @@ GSPO, CISPO, RLOO, REINFORCE++, StableReinforce) are config diffs (`configs/grpo
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 
 import jax
@@ -83,7 +84,7 @@ _ZERO_IS_OFF = ("delta", "log_ratio_clip", "advantage_filter")
 
 
 def policy_objective(model, batch: RolloutBatch, *, tis_cap: float, max_completion_length: int,
-                     chunk_size: int = 1024, **loss_options):
+                     chunk_size: int = 1024, group_size: int = 1, **loss_options):
   """`losses.grpo_loss` of the model's completion log-probs.
 
   `loss_options` are `grpo_loss`'s keyword options (loss_type, beta, kl_estimator, epsilons,
@@ -91,13 +92,14 @@ def policy_objective(model, batch: RolloutBatch, *, tis_cap: float, max_completi
   delta / log_ratio_clip / advantage_filter are off. With `tis_cap` > 0 (truncated importance
   sampling, verl), each token's surrogate is weighted by min(pi_old / pi_sampler, cap),
   constant; the surrogate is linear in A, so the weight multiplies the advantages. Adds the
-  sampler ratio metrics (`sampler/*`).
+  sampler ratio metrics (`sampler/*`). `group_size` > 1: each group of that many rows shares its
+  prompt, computed once (`update.completion_hidden`; same log-probs and gradients).
   """
   completion_length = batch.completion_mask.shape[1]
   prompt_length = batch.tokens.shape[1] - completion_length
   logps_BxT, entropy_BxT = update.token_logprobs(
       model, batch.tokens, batch.attention_mask, prompt_length, completion_length,
-      chunk_size=chunk_size)
+      chunk_size=chunk_size, group_size=group_size)
   advantages = batch.advantages
   extra = _sampler_ratio(logps_BxT, batch.sampler_logprobs, batch.completion_mask)
   if tis_cap:
@@ -134,17 +136,19 @@ def ref_sync(options, total_updates: int) -> update.RefSync | None:
 
 
 def make_step(options, *, max_completion_length: int, chunk_size: int = 1024,
-              companion: base.Companion | None = None, total_updates: int = 0) -> Callable:
+              companion: base.Companion | None = None, total_updates: int = 0,
+              prompt_group: int = 1) -> Callable:
   """The pure GRPO-family update `(state, RolloutBatch, rng) -> (state, metrics)`; with a
   recipe's `companion` (Cooper's reward model), `(state, CoupledBatch, rng)` updating both.
   With `sync_ref_model`, the step also moves the reference (`ref_sync`; `total_updates` is the
-  length of alpha's annealing).
+  length of alpha's annealing). `prompt_group` > 1: every group of that many consecutive rows
+  shares its prompt, whose forward and backward then run once per group (`prompt_groups`).
 
   The one place the policy step is wired (trainer, benchmarks and tests call it).
   """
   obj = base.objective(OBJECTIVES, options["loss_type"], "grpo")
   loss = functools.partial(base.bind(obj, options), max_completion_length=max_completion_length,
-                           chunk_size=chunk_size)
+                           chunk_size=chunk_size, group_size=prompt_group)
   sync = {} if not options["sync_ref_model"] else {"ref_sync": ref_sync(options, total_updates)}
   if companion is None:
     return functools.partial(update.update, loss=loss, **sync)
@@ -418,11 +422,34 @@ def advantages(rewards_B, row_weights_B, old_logprobs_BxT, ref_logprobs_BxT,
   return advantages_lib.get_advantage_fn(estimator)(rewards_B, group_size, **kwargs) * row_weights_B
 
 
-def place_groups(groups: Sequence[dict], step: int, *, setup: base.Setup) -> dict:
+def prompt_groups(options, num_generations: int, batch_size: int, *,
+                  minibatch: bool = True) -> int:
+  """How many consecutive rows share one prompt, so that the training and reference passes
+  compute it once per group instead of once per row.
+
+  G = num_generations rows sample one prompt (the reference pass sees whole batches:
+  `minibatch=False`); an update's minibatch of R rows keeps whole sub-groups of gcd(G, R) rows.
+  Two-attempt batches (turns=2) give each second attempt its own prompt: 1. GRPO with 8 prompts
+  x 8 samples of a 16-token prompt and 32 new tokens does 29% less arithmetic in those passes
+  (`benchmarks/grpo_step.py`).
+  """
+  if options.turns != 1:
+    return 1
+  if not minibatch:
+    return num_generations
+  return math.gcd(num_generations, batch_size * num_generations // options.num_minibatches)
+
+
+def place_groups(groups: Sequence[dict], step: int, *, setup: base.Setup,
+                 prompt_group: int = 1) -> dict:
   """The scored groups as the batch's arrays on the mesh (`assemble`); the recipe's source
-  observes every scored rollout first ({"item", "text", "reward"} per row)."""
+  observes every scored rollout first ({"item", "text", "reward"} per row). With
+  `prompt_group` > 1, checks that each group of that many rows shares its prompt."""
   host = assemble(groups, tokenizers.pad_token_id(setup.tokenizer),
                   setup.sampling.max_new_tokens)
+  update.check_shared_prompts(host["tokens"], host["attention_mask"],
+                              host["tokens"].shape[1] - setup.sampling.max_new_tokens,
+                              prompt_group)
   setup.recipe.source.observe([dict(item=it, text=t, reward=float(r)) for g in groups
                                for it, t, r in zip(g["items"], g["texts"], g["rewards"])], step)
   return sharding.shard_batch({k: host[k] for k in (
@@ -448,7 +475,10 @@ def rollout_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, option
     groups, metrics = dynamic_sampling(draw, setup.batch_size, options.max_resample_rounds)
   else:
     groups, metrics = draw(0)
-  on_mesh = place_groups(groups, step, setup=setup)
+  on_mesh = place_groups(groups, step, setup=setup,
+                         prompt_group=prompt_groups(
+                             options, setup.sampling.num_generations, setup.batch_size,
+                             minibatch=False))
   trainer_old, ref = reference_logprobs(score_fn, state, on_mesh["tokens"],
                                         on_mesh["attention_mask"],
                                         trainer_old=bool(options.tis_cap))
@@ -494,13 +524,16 @@ def build(options, setup: base.Setup) -> base.Program:
                      f"source {type(setup.recipe.source).__name__} refuses (its prompts are "
                      f"aligned across rows, e.g. Co-Reward's question / rewrite pairs); set "
                      f"--config.algo.dynamic_sampling=False")
+  prompt_group = prompt_groups(options, setup.sampling.num_generations, setup.batch_size)
   step = make_step(options, max_completion_length=setup.sampling.max_new_tokens,
                    chunk_size=setup.chunk_size, companion=companion,
                    total_updates=setup.train_steps * options.num_iterations
-                   * options.num_minibatches)
+                   * options.num_minibatches, prompt_group=prompt_group)
   score_fn = jax.jit(functools.partial(
       update.score_rollouts, completion_length=setup.sampling.max_new_tokens,
-      chunk_size=setup.chunk_size), static_argnames=("graphdef",))
+      chunk_size=setup.chunk_size, group_size=prompt_groups(
+          options, setup.sampling.num_generations, setup.batch_size, minibatch=False)),
+      static_argnames=("graphdef",))
   advantage_fn = jax.jit(functools.partial(advantages, options=AdvantageOptions(
       estimator=options.advantage, group_size=setup.sampling.num_generations,
       scale_rewards=options.scale_rewards, reward_kl_coef=options.reward_kl_coef,

@@ -62,8 +62,10 @@ def _split(x):
 
 def _pair_logps(model, batch, rows: int, chunk_size: int):
   """Summed completion log-probs and lengths of the first `rows` rows."""
+  paired = batch.paired_prompt if rows == batch.tokens.shape[0] else 0
   return update.sequence_logps(model, batch.tokens[:rows], batch.attention_mask[:rows],
-                               batch.loss_mask[:rows], chunk_size=chunk_size)
+                               batch.loss_mask[:rows], chunk_size=chunk_size,
+                               paired_prompt=paired)
 
 
 def dpo_objective(model, batch, *, loss_type: str, beta: float, label_smoothing: float,
@@ -71,7 +73,8 @@ def dpo_objective(model, batch, *, loss_type: str, beta: float, label_smoothing:
   """`losses.dpo_loss` (a TRL loss type) of the summed completion log-probs of each pair;
   completion lengths are always passed (IPO and `sigmoid_norm` divide by them)."""
   logps_R, lengths_R = update.sequence_logps(model, batch.tokens, batch.attention_mask,
-                                             batch.loss_mask, chunk_size=chunk_size)
+                                             batch.loss_mask, chunk_size=chunk_size,
+                                             paired_prompt=batch.paired_prompt)
   (logps_w, logps_l), (ref_w, ref_l) = _split(logps_R), _split(batch.ref_logps)
   len_w, len_l = _split(lengths_R)
   return losses.dpo_loss(logps_w, logps_l, ref_w, ref_l, beta=beta, loss_type=loss_type,
@@ -88,7 +91,8 @@ def _dpo(name: str) -> Objective:
 # Reference-free (no reference model: the batch's ref_logps are zeros and never read).
 def _mean_logps(model, batch, chunk_size):
   logps_R, lengths_R = update.sequence_logps(model, batch.tokens, batch.attention_mask,
-                                             batch.loss_mask, chunk_size=chunk_size)
+                                             batch.loss_mask, chunk_size=chunk_size,
+                                             paired_prompt=batch.paired_prompt)
   return logps_R / jnp.maximum(lengths_R, 1), logps_R, lengths_R
 
 

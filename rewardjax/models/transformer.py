@@ -318,6 +318,50 @@ class Transformer(nnx.Module):
     return x, KVCache(keys=tuple(new_keys), values=tuple(new_values), positions=cache_positions,
                       segment_ids=cache_segments, index=cache.index + tokens.shape[1])
 
+  def shared_prefix_hidden_states(
+      self,
+      prompt: Int[Array, "P S"],
+      prompt_mask: Int[Array, "P S"],
+      completion: Int[Array, "B T"],
+      completion_mask: Int[Array, "B T"],
+  ) -> tuple[Float[Array, "P D"], Float[Array, "B T D"]]:
+    """Hidden states of B = P*G rows whose G consecutive rows share one prompt, the prompt
+    computed once per group instead of G times.
+
+    Row b is prompt[b // G] followed by completion[b]. The P prompts run alone and fill a KV
+    cache, which is repeated G times; the completions then attend to it and to themselves
+    causally, exactly as the unshared [B, S+T] pass would (same keys, positions and segments;
+    float tolerance). Gradients reach the prompt through the repeated keys and values, so a
+    training step over a group of G samples does the prompt's arithmetic once (GRPO and its
+    reference pass; DPO's chosen / rejected pair is G = 2).
+
+    Args:
+      prompt: [P, S] left-padded prompts (the last column is a real token).
+      prompt_mask: [P, S] 1 on real prompt tokens.
+      completion: [B, T] completions, B a multiple of P.
+      completion_mask: [B, T] 1 on real tokens, a prefix of each row (then padding).
+
+    Returns:
+      (the prompts' last hidden states [P, D], which predict completion token 0;
+       the completions' hidden states [B, T, D], row b's position t predicting token t+1).
+    """
+    num_prompts, prompt_len = prompt.shape
+    rows, completion_len = completion.shape
+    if rows % num_prompts:
+      raise ValueError(f"{rows} completion rows do not split into groups of the {num_prompts} "
+                       "prompts")
+    group = rows // num_prompts
+    cache = init_cache(self.config, num_prompts, prompt_len + completion_len)
+    prompt_hidden, cache = self.hidden_states(prompt, attention_mask=prompt_mask, cache=cache)
+    cache = jax.tree.map(lambda x: jnp.repeat(x, group, axis=0) if x.ndim else x, cache)
+    # The unshared pass's positions, cumsum(mask) - 1 over prompt + completion.
+    start = jnp.repeat(jnp.sum(prompt_mask.astype(jnp.int32), axis=1), group)[:, None]
+    completion_mask = completion_mask.astype(jnp.int32)
+    positions = jnp.maximum(start + jnp.cumsum(completion_mask, axis=1) - 1, 0)
+    completion_hidden, _ = self.hidden_states(completion, positions=positions,
+                                              attention_mask=completion_mask, cache=cache)
+    return prompt_hidden[:, -1], completion_hidden
+
   def logits(self, hidden: Float[Array, "B S D"]) -> Float[Array, "B S V"]:
     """float32 logits = hidden @ unembedding, accumulated in float32."""
     logits = jnp.einsum("bsd,dv->bsv", hidden, self.unembedding().astype(hidden.dtype),
