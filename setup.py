@@ -37,5 +37,8 @@ setuptools.setup(
         "hf": ["torch==2.13.0"],
         "tfds": ["tensorflow-datasets>=4.9", "tensorflow-cpu>=2.16"],
         "bench": ["trl>=1.16", "torch==2.13.0"],
+        # launch/compile.py (rewardjax.aot): libtpu describes TPU topologies on a CPU host. The
+        # version jax[tpu]==0.10.2 requires (libtpu==0.0.42.*); CI installs it for tests/aot_test.
+        "aot": ["libtpu==0.0.42.1"],
     },
 )

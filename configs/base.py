@@ -26,10 +26,12 @@ def get_config(smoke: bool = False, size: str = "tiny",
 
   c.model = ml_collections.ConfigDict(dict(
       checkpoint="", tokenizer="", dtype="float32", param_dtype="float32",
-      attention_impl="xla", rope_theta=10_000.0, rms_norm_eps=1e-6))
+      attention_impl="xla", remat="none", rope_theta=10_000.0, rms_norm_eps=1e-6,
+      rope_type="default", rope_factor=1.0, rope_low_freq_factor=1.0,
+      rope_high_freq_factor=4.0, rope_original_max_position=8192))
   c.model.update({k: v for k, v in common.MODELS["tiny"].items()})
-  if size in common.MODELS and "checkpoint_name" not in common.MODELS[size]:
-    c.model.update(common.MODELS[size])
+  if size in common.MODELS:  # the architecture (a checkpoint's config.json overrides it)
+    c.model.update({k: v for k, v in common.MODELS[size].items() if k != "checkpoint_name"})
   if size == "tiny" and not smoke:
     # The shipped pretrained model (configs/pretrain.py), loaded as a Hugging Face directory;
     # --config.model.checkpoint="" trains the "tiny" architecture from a warm start instead.

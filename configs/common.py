@@ -5,6 +5,12 @@ import importlib.util
 
 import ml_collections
 
+_QWEN2_5 = dict(qkv_bias=True, qk_norm=False, rope_theta=1_000_000.0, rms_norm_eps=1e-6)
+_LLAMA3_1 = dict(vocab_size=128_256, num_kv_heads=8, head_dim=128, tie_word_embeddings=False,
+                 qkv_bias=False, qk_norm=False, rope_theta=500_000.0, rms_norm_eps=1e-5,
+                 rope_type="llama3", rope_factor=8.0, rope_low_freq_factor=1.0,
+                 rope_high_freq_factor=4.0, rope_original_max_position=8192)
+
 # Model sizes. "tiny" is the embedded CPU default (char tokenizer, trained from scratch); the
 # others name Hugging Face checkpoints and expect --config.model.checkpoint=/local/hf/dir.
 MODELS = {
@@ -14,10 +20,48 @@ MODELS = {
     "smoke": dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_layers=2,
                   num_heads=2, num_kv_heads=1, head_dim=16, tie_word_embeddings=True,
                   qkv_bias=False, qk_norm=False),
-    "qwen2_5_0_5b": dict(checkpoint_name="Qwen/Qwen2.5-0.5B-Instruct"),
-    "qwen2_5_1_5b": dict(checkpoint_name="Qwen/Qwen2.5-1.5B-Instruct"),
+    # Architectures from each checkpoint's config.json, so `launch/compile.py` (rewardjax.aot)
+    # needs no download; a run still loads the weights from --config.model.checkpoint.
+    "qwen2_5_0_5b": dict(checkpoint_name="Qwen/Qwen2.5-0.5B-Instruct", **_QWEN2_5,
+                         vocab_size=151_936, hidden_size=896, intermediate_size=4864,
+                         num_layers=24, num_heads=14, num_kv_heads=2, head_dim=64,
+                         tie_word_embeddings=True),
+    "qwen2_5_1_5b": dict(checkpoint_name="Qwen/Qwen2.5-1.5B-Instruct", **_QWEN2_5,
+                         vocab_size=151_936, hidden_size=1536, intermediate_size=8960,
+                         num_layers=28, num_heads=12, num_kv_heads=2, head_dim=128,
+                         tie_word_embeddings=True),
+    "qwen2_5_7b": dict(checkpoint_name="Qwen/Qwen2.5-7B-Instruct", **_QWEN2_5,
+                       vocab_size=152_064, hidden_size=3584, intermediate_size=18_944,
+                       num_layers=28, num_heads=28, num_kv_heads=4, head_dim=128,
+                       tie_word_embeddings=False),
+    "qwen2_5_32b": dict(checkpoint_name="Qwen/Qwen2.5-32B-Instruct", **_QWEN2_5,
+                        vocab_size=152_064, hidden_size=5120, intermediate_size=27_648,
+                        num_layers=64, num_heads=40, num_kv_heads=8, head_dim=128,
+                        tie_word_embeddings=False),
+    "llama3_1_8b": dict(checkpoint_name="meta-llama/Llama-3.1-8B-Instruct", **_LLAMA3_1,
+                        hidden_size=4096, intermediate_size=14_336, num_layers=32,
+                        num_heads=32),
+    "llama3_1_70b": dict(checkpoint_name="meta-llama/Llama-3.1-70B-Instruct", **_LLAMA3_1,
+                         hidden_size=8192, intermediate_size=28_672, num_layers=80,
+                         num_heads=64),
     "llama3_2_1b": dict(checkpoint_name="meta-llama/Llama-3.2-1B-Instruct"),
 }
+
+# Pod presets (`pod_config`): bf16 parameters and compute, the Pallas flash kernel (no
+# [B, H, S, S] scores), every Block rematerialised, GRPO at 1k prompt + 4k completion tokens.
+POD_SIZES = ("qwen2_5_7b", "qwen2_5_32b", "llama3_1_8b", "llama3_1_70b")
+POD = dict(param_dtype="bfloat16", dtype="bfloat16", attention_impl="pallas", remat="block")
+POD_BATCH = {"grpo": 32, "dpo": 128}   # prompts (x G = 8) or pairs (x 2): 256 rows per step
+
+
+def pod_config(c: ml_collections.ConfigDict, size: str) -> None:
+  """Turns `c` into its pod preset when `size` is one of POD_SIZES (in place)."""
+  if size not in POD_SIZES:
+    return
+  c.model.update(POD)
+  c.data.update(max_prompt_length=1024, max_completion_length=4096)
+  c.rollout.update(num_generations=8, max_new_tokens=4096)
+  c.train.batch_size = POD_BATCH.get(c.algorithm, c.train.batch_size)
 
 
 def parse_arg(arg: str | None, choices: dict | None = None, **defaults):

@@ -55,4 +55,5 @@ def get_config(arg=None):
     # drops by ~10 points; at 3e-5 by 3.5 (92.2% -> 88.7%) at preference accuracy 68%.
     c.optim.update(learning_rate=3e-5, warmup_steps=5)
     c.reward_eval.update(questions=256, best_of_n=8, best_of_n_questions=256)
+  common.pod_config(c, arg.size)
   return c

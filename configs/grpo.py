@@ -7,6 +7,7 @@ GSPO, CISPO, RLOO, REINFORCE++, StableReinforce; arXiv 2402.03300, 2503.20783, 2
     python launch/train.py --config=configs/grpo.py:qwen2_5_0_5b \
         --config.model.checkpoint=/path/to/Qwen2.5-0.5B-Instruct \
         --config.data.source=jsonl --config.data.path=/path/to/train.jsonl
+    python launch/compile.py --config=configs/grpo.py:qwen2_5_7b --topology=v5p:4x4x4
 """
 
 from configs import base, common
@@ -57,6 +58,7 @@ def get_config(arg=None):
     c.rollout.update(num_generations=8, max_new_tokens=512)
     c.train.update(steps=500, batch_size=8, eval_every=100)
     c.optim.update(learning_rate=1e-6)
+  common.pod_config(c, arg.size)
   return c
 
 

@@ -33,7 +33,8 @@ from rewardjax.types import ModelState, TrainState
 def model_config(config, tokenizer) -> transformer.ModelConfig:
   """The architecture: from the checkpoint's config.json, else from the config's size fields."""
   m = config.model
-  overrides = dict(dtype=m.dtype, param_dtype=m.param_dtype, attention_impl=m.attention_impl)
+  overrides = dict(dtype=m.dtype, param_dtype=m.param_dtype, attention_impl=m.attention_impl,
+                   remat=m.remat)
   if m.checkpoint:
     path = os.path.join(m.checkpoint, "config.json")
     if not os.path.exists(path):
@@ -46,6 +47,9 @@ def model_config(config, tokenizer) -> transformer.ModelConfig:
       num_layers=m.num_layers, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
       head_dim=m.head_dim, tie_word_embeddings=m.tie_word_embeddings, qkv_bias=m.qkv_bias,
       qk_norm=m.qk_norm, rope_theta=m.rope_theta, rms_norm_eps=m.rms_norm_eps,
+      rope_type=m.rope_type, rope_factor=m.rope_factor,
+      rope_low_freq_factor=m.rope_low_freq_factor, rope_high_freq_factor=m.rope_high_freq_factor,
+      rope_original_max_position=m.rope_original_max_position,
       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
       pad_token_id=tokenizers.pad_token_id(tokenizer), **overrides)
 

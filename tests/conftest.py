@@ -4,6 +4,8 @@ import os
 import tempfile
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# libtpu (the `aot` extra) takes a machine-wide lock when it loads; test workers share the box.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import jax  # noqa: E402
 

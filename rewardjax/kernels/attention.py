@@ -14,6 +14,7 @@ left-padded prompts and KV-cache decoding share one rule.
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
 
 IMPLS = ("xla", "cudnn", "pallas")
@@ -60,6 +61,35 @@ def _single_query_attention(query, key, value, mask):
   return out_BxNxGxK.reshape(b, 1, h, k).astype(query.dtype)
 
 
+def _pallas_attention(query, key, value, ids, causal, sliding_window):
+  """The Pallas flash kernel, per shard under a set ("data", "fsdp", "tensor") mesh.
+
+  A Mosaic / Triton call is opaque to the SPMD partitioner, which would gather every operand
+  whole onto each device; `shard_map` runs the kernel on each device's rows (over the data
+  axes) and heads (over "tensor", when both H and Hkv divide; otherwise heads stay whole).
+  """
+  from rewardjax import sharding  # noqa: PLC0415 (models import this module)
+  from rewardjax.kernels import flash_attention  # noqa: PLC0415 (optional kernel)
+
+  def kernel(q, k, v, q_seg, kv_seg, q_pos, kv_pos):
+    return flash_attention.flash_attention(
+        q, k, v, q_segment_ids=q_seg, kv_segment_ids=kv_seg, q_positions=q_pos,
+        kv_positions=kv_pos,
+        options=flash_attention.FlashOptions(causal=causal, sliding_window=sliding_window))
+
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or not set(sharding.AXES) <= set(mesh.axis_names):
+    return kernel(query, key, value, *ids)
+  rows = sharding.BATCH_AXES
+  if query.shape[0] % (mesh.shape["data"] * mesh.shape["fsdp"]):
+    rows = None
+  tensor = mesh.shape["tensor"]
+  heads = "tensor" if query.shape[2] % tensor == 0 and key.shape[2] % tensor == 0 else None
+  seq, ids_spec = P(rows, None, heads, None), P(rows, None)
+  return jax.shard_map(kernel, mesh=mesh, in_specs=(seq, seq, seq) + (ids_spec,) * 4,
+                       out_specs=seq, check_vma=False)(query, key, value, *ids)
+
+
 def attention(
     query: Float[Array, "B S H K"],
     key: Float[Array, "B Sk Hkv K"],
@@ -96,12 +126,8 @@ def attention(
   if query.shape[2] % key.shape[2]:
     raise ValueError(f"query heads {query.shape[2]} must be a multiple of kv heads {key.shape[2]}")
   if impl == "pallas":
-    from rewardjax.kernels import flash_attention  # noqa: PLC0415 (optional kernel)
-
-    return flash_attention.flash_attention(
-        query, key, value, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
-        q_positions=q_positions, kv_positions=kv_positions,
-        options=flash_attention.FlashOptions(causal=causal, sliding_window=sliding_window))
+    return _pallas_attention(query, key, value, (q_segment_ids, kv_segment_ids, q_positions,
+                                                 kv_positions), causal, sliding_window)
   mask = visibility_mask(q_segment_ids, kv_segment_ids, q_positions, kv_positions,
                          causal=causal, sliding_window=sliding_window)
   if impl == "cudnn" and jax.default_backend() != "gpu":

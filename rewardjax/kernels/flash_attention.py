@@ -61,12 +61,24 @@ class BlockSizes:
   @classmethod
   def get_default(cls, backend: str | None = None) -> "BlockSizes":
     """Untuned defaults: 128-lane tiles on TPU, 64/32 on GPU, 16 on CPU (interpret mode)."""
-    backend = backend or jax.default_backend()
+    backend = backend or target_backend()
     if backend == "tpu":
       return cls(128, 128, 128, 128, 128, 128)
     if backend == "gpu":
       return cls(64, 64, 32, 64, 64, 32)
     return cls(16, 16, 16, 16, 16, 16)
+
+
+def target_backend() -> str:
+  """The platform the traced program is for: the set mesh's (`jax.set_mesh`), else the default.
+
+  An ahead-of-time compile for a TPU topology runs on a CPU host (`rewardjax.aot`): its mesh's
+  devices are TPUs, so the kernels must lower for Mosaic, not run in interpret mode.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if not mesh.empty and mesh.abstract_device is not None:
+    return mesh.abstract_device.platform
+  return jax.default_backend()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +97,8 @@ class FlashOptions:
     causal: hide keys whose position is after the query's.
     sliding_window: if set, also hide keys `sliding_window` or more positions back.
     block_sizes: tiles; default `BlockSizes.get_default()` for the current backend.
-    interpret: run the kernels in Pallas interpret mode; default True on a CPU backend.
+    interpret: run the kernels in Pallas interpret mode; default True when the target
+      (`target_backend`: the set mesh's platform, else the default backend) is a CPU.
   """
   causal: bool = True
   sliding_window: int | None = None
@@ -199,12 +212,12 @@ def _dq_kernel(q_ref, do_ref, lse_ref, delta_ref, k_ref, v_ref, q_ids_ref, kv_id
 
 def _pallas(kernel, *, grid, in_specs, out_specs, out_shape, interpret, name):
   """pl.pallas_call with the backend's compiler parameters (none in interpret mode)."""
-  params = None
-  if not interpret and jax.default_backend() == "gpu":
+  params, backend = None, target_backend()
+  if not interpret and backend == "gpu":
     from jax.experimental.pallas import triton as plgpu  # noqa: PLC0415
 
     params = plgpu.CompilerParams(num_warps=4, num_stages=2)
-  elif not interpret and jax.default_backend() == "tpu":
+  elif not interpret and backend == "tpu":
     from jax.experimental.pallas import tpu as pltpu  # noqa: PLC0415
 
     params = pltpu.CompilerParams(dimension_semantics=("parallel",) * len(grid))
@@ -400,7 +413,7 @@ def flash_attention(
   blocks = _clamp_blocks(options.block_sizes or BlockSizes.get_default(), seq_q, seq_k)
   interpret = options.interpret
   if interpret is None:
-    interpret = jax.default_backend() == "cpu"
+    interpret = target_backend() == "cpu"
   # Pad both sequences to whole tiles; padded slots get segment 0, so they are never visible.
   pad_q = -seq_q % max(blocks.block_q, blocks.block_q_dkv, blocks.block_q_dq)
   pad_k = -seq_k % max(blocks.block_k, blocks.block_k_dkv, blocks.block_k_dq)

@@ -15,6 +15,7 @@ the logits (vocabulary over "tensor", like the embedding table).
 """
 
 import dataclasses
+import functools
 import math
 
 import flax.struct
@@ -27,6 +28,7 @@ from rewardjax import sharding
 from rewardjax.kernels import attention as attention_lib
 
 ROPE_TYPES = ("default", "linear", "llama3")
+REMATS = ("none", "block")  # "block": recompute each Block in the backward pass
 
 # Activation layouts at the named points; `sharding.constrain` drops an axis that does not divide.
 _BATCH_SD = (sharding.BATCH_AXES, None, None)             # [B, S, D]
@@ -59,6 +61,7 @@ class ModelConfig:
   param_dtype: str = "float32"
   dtype: str = "float32"                      # compute dtype; logits are always float32
   attention_impl: str = "xla"                 # "xla" | "cudnn" | "pallas"
+  remat: str = "none"                         # REMATS: "block" keeps only each Block's input
   architecture: str = "Qwen2ForCausalLM"      # written to config.json by save_pretrained
   bos_token_id: int | None = None
   eos_token_id: int | None = None
@@ -70,6 +73,8 @@ class ModelConfig:
                        f"num_kv_heads={self.num_kv_heads}")
     if self.rope_type not in ROPE_TYPES:
       raise ValueError(f"rope_type={self.rope_type!r} is not supported; use one of {ROPE_TYPES}")
+    if self.remat not in REMATS:
+      raise ValueError(f"remat={self.remat!r}; use one of {REMATS}")
 
 
 @flax.struct.dataclass
@@ -250,6 +255,10 @@ class Block(nnx.Module):
     return x + self.mlp(self.post_attention_norm(x)), kv
 
 
+def _run_block(block_def, block_state, *args):
+  return nnx.merge(block_def, block_state)(*args)
+
+
 class Transformer(nnx.Module):
   """Decoder LM. `model(tokens)` -> float32 logits [B, S, V]; see `__call__` for the cache path."""
 
@@ -309,7 +318,16 @@ class Transformer(nnx.Module):
       if cache is not None:
         layer_cache = (cache.keys[i], cache.values[i], cache_positions, cache_segments,
                        cache.index)
-      x, (k, v) = layer(x, positions, segment_ids, inv_freq, layer_cache)
+      if self.config.remat == "block":
+        # Activation memory of N layers at 5k tokens exceeds HBM: keep only each Block's
+        # input [B, S, D] and recompute its inside in the backward pass (~1/3 more FLOPs).
+        # A pure jax.checkpoint over the Block's split state: nnx.remat would write the
+        # variables back across the trace levels of value_and_grad.
+        block_def, block_state = nnx.split(layer)
+        x, (k, v) = jax.checkpoint(functools.partial(_run_block, block_def))(
+            block_state, x, positions, segment_ids, inv_freq, layer_cache)
+      else:
+        x, (k, v) = layer(x, positions, segment_ids, inv_freq, layer_cache)
       new_keys.append(k)
       new_values.append(v)
     x = self.final_norm(x)
