@@ -12,7 +12,8 @@ so both do the same arithmetic), and a callback times each TRL step and then one
 step. Medians over `--steps` steps after `--warmup`; run it on an idle machine.
 
 Model FLOPs per step, with F(n, c) as in `grpo_step.py` (2 P n + 4 L H K c):
-  step = F(ref) + 3 * F(train),  both over 2 * pairs rows of prompt + completion positions.
+  step = F(ref) + 3 * F(train),  both over 2 * pairs rows of prompt + completion positions
+(what TRL computes); rewardjax computes each pair's prompt once, and prints what it executes.
 """
 
 import argparse
@@ -103,11 +104,16 @@ def main():
       rj_step, lambda between: trl_run(model_dir, items, args, between), args)
 
   rows, length = 2 * args.pairs, args.prompt_len + args.completion_len
-  flops = 4 * grpo_step.forward_flops(config, grpo_step.matmul_params(config), rows, length)
+  p = grpo_step.matmul_params(config)
+  flops = 4 * grpo_step.forward_flops(config, p, rows, length)
+  # rewardjax: each pair's prompt once (`preference.paired_prompt_length`).
+  executed = 4 * (grpo_step.forward_flops(config, p, args.pairs, args.prompt_len)
+                  + grpo_step.forward_flops(config, p, rows, args.completion_len,
+                                            first_position=args.prompt_len))
   print(f"workload: {args.pairs} pairs, prompt {args.prompt_len} + completions "
         f"{args.completion_len} / {args.completion_len} tokens, beta {args.beta}, sigmoid, "
         f"float32; model {grpo_step.matmul_params(config) / 1e6:.2f}M matmul params")
-  grpo_step.report(rj_times, trl_times, flops, args)
+  grpo_step.report(rj_times, trl_times, flops, args, executed)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ Both are float32, on the weights of one safetensors file (`rewardjax.models.hf.s
 TRL runs with `gradient_checkpointing=False` (its default recomputes the forward pass), so both
 do the same arithmetic. Run it on an idle machine: the load average is printed with the result.
 
-Model FLOPs per step (stated so the figure can be checked):
+Model FLOPs per step (stated so the figure can be checked; the FLOP/s figures use them, so
+they compare to TRL's and to the usual MFU; rewardjax's reference and training passes compute
+each prompt once per group of G, and the script also prints what it executes):
   F(n, c) = 2 * P * n + 4 * L * H * K * c         one forward over n positions whose summed
                                                    attention context is c
   step    = F(gen) + F(ref) + 3 * F(train)         sampling; reference log-probs; forward and
@@ -289,14 +291,21 @@ def main():
   p = matmul_params(config)
   flops = (forward_flops(config, p, rows, s + t - 1) + forward_flops(config, p, rows, s + t)
            + 3 * forward_flops(config, p, rows, s + t))
+  # rewardjax: the reference and training passes run each prompt once per group.
+  shared = (forward_flops(config, p, args.prompts, s)
+            + forward_flops(config, p, rows, t, first_position=s))
+  executed = forward_flops(config, p, rows, s + t - 1) + 4 * shared
   print(f"workload: {args.prompts} prompts x {args.group} samples, prompt {s} + exactly {t} "
         f"new tokens, beta {args.beta}, float32; model {p / 1e6:.2f}M matmul params "
         f"(Qwen2 D=256 F=1024 L=4 H=4/2 tied V=64)")
-  report(rj_times, trl_times, flops, args)
+  report(rj_times, trl_times, flops, args, executed)
 
 
-def report(rj_times, trl_times, flops, args) -> None:
-  """Prints the medians after warm-up, their ratio, FLOP/s and the machine's matmul FLOP/s."""
+def report(rj_times, trl_times, flops, args, executed: float = 0.0) -> None:
+  """Prints the medians after warm-up, their ratio, FLOP/s and the machine's matmul FLOP/s.
+
+  `flops` is the model FLOPs of the unshared passes (what TRL computes, the MFU convention);
+  `executed`, when given, what rewardjax computes with shared prompts."""
   print(machine_line())
   rj = tr = None
   if rj_times:
@@ -320,6 +329,11 @@ def report(rj_times, trl_times, flops, args) -> None:
   peak = machine.matmul_flops_per_s()
   print(f"model FLOPs per step {flops / 1e9:.1f} GFLOP; measured f32 matmul {peak / 1e9:.1f} "
         f"GFLOP/s (compute limit {flops / peak:.3f} s/step)")
+  if rj and executed:
+    print(f"rewardjax executes {executed / 1e9:.1f} GFLOP of them (each prompt once per "
+          f"group or pair): {executed / rj / 1e9:.1f} GFLOP/s = {executed / rj / peak:.0%} of "
+          f"the matmul rate")
+  print(machine.describe(peak))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 The measurements live in `rewardjax.machine` (every training run reports them in its summary
 too); this module re-exports them for the benchmark scripts next to it.
 
-  python benchmarks/machine.py   # prints the CPU and its float32 matmul GFLOP/s
+  python benchmarks/machine.py   # prints the CPU, its ISA class and float32 matmul GFLOP/s
 """
 
 import os
@@ -12,9 +12,9 @@ import sys
 # The repo root, so that rewardjax imports without being installed (as in the other scripts).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rewardjax.machine import cpu_model, matmul_flops_per_s, median_seconds  # noqa: E402
+from rewardjax.machine import cpu_model, describe, matmul_flops_per_s, median_seconds  # noqa: E402
 
-__all__ = ["cpu_model", "matmul_flops_per_s", "median_seconds"]
+__all__ = ["cpu_model", "describe", "matmul_flops_per_s", "median_seconds"]
 
 if __name__ == "__main__":
-  print(f"cpu: {cpu_model()}; float32 matmul {matmul_flops_per_s() / 1e9:.1f} GFLOP/s")
+  print(describe())

@@ -66,9 +66,7 @@ def main():
     texts = tokenizers.decode_completions(tokenizer, arrays["completion_tokens"])
     scored = composition.Scored([it for it in items for _ in range(args.samples)], texts,
                                 arrays, state)
-    print(f"cpu: {machine.cpu_model()}; float32 matmul "
-          f"{machine.matmul_flops_per_s() / 1e9:.1f} GFLOP/s; jax {jax.__version__}, "
-          f"{jax.device_count()} device(s)")
+    print(f"{machine.describe()}, {jax.device_count()} device(s)")
     print(f"batch: {args.prompts} prompts x {args.samples} samples = {rows} rows, "
           f"{args.new_tokens} new tokens")
     print(f"{'source':<14}{'rows/s':>12}{'s/batch':>10}{'x sampler time':>16}")

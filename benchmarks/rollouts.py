@@ -165,6 +165,7 @@ def main():
   print(f"model FLOP/s : rewardjax {flops / rj_s / 1e9:.1f} GFLOP/s, transformers "
         f"{flops / hf_s[best_threads] / 1e9:.1f} GFLOP/s ({flops / 1e9:.2f} GFLOP per call); "
         f"measured f32 matmul {peak / 1e9:.1f} GFLOP/s (2048^2, jnp, all cores)")
+  print(machine.describe(peak))
 
 if __name__ == "__main__":
   main()

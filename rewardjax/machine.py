@@ -54,6 +54,48 @@ def slow_machine_seconds(wall_seconds: float, flops_per_s: float,
   return wall_seconds * flops_per_s / reference
 
 
+# The instruction sets that decide XLA:CPU's and oneDNN's float32 / bfloat16 matmul kernels.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def cpu_flags() -> tuple[str, ...]:
+  """The `ISA_FLAGS` this CPU reports in /proc/cpuinfo (Linux; () elsewhere)."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("flags"):
+          present = set(line.split(":", 1)[1].split())
+          return tuple(flag for flag in ISA_FLAGS if flag in present)
+  except OSError:
+    pass  # not Linux
+  return ()
+
+
+def machine_class(flags: tuple[str, ...]) -> str:
+  """"AMX", "AVX-512" or "AVX2" (or "other"): the class the README's benchmark tables use.
+
+  >>> machine_class(("avx2", "fma", "avx512f")), machine_class(("avx2", "fma"))
+  ('AVX-512', 'AVX2')
+  """
+  if "amx_tile" in flags:
+    return "AMX"
+  if "avx512f" in flags:
+    return "AVX-512"
+  return "AVX2" if "avx2" in flags else "other"
+
+
+def describe(flops_per_s: float | None = None) -> str:
+  """One line naming the machine a figure comes from: CPU model, class, ISA flags, cores and
+  the measured float32 matmul rate (measured now unless given)."""
+  import os  # noqa: PLC0415
+
+  rate = matmul_flops_per_s() if flops_per_s is None else flops_per_s
+  flags = cpu_flags()
+  return (f"cpu: {cpu_model()} ({machine_class(flags)}; {' '.join(flags) or 'no flags read'}), "
+          f"{os.cpu_count()} cores; float32 matmul {rate / 1e9:.1f} GFLOP/s (measured); "
+          f"jax {jax.__version__}")
+
+
 def cpu_model() -> str:
   """The CPU's model name from /proc/cpuinfo (Linux), else `platform.processor()`."""
   try:
