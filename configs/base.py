@@ -26,7 +26,11 @@ def get_config(smoke: bool = False, size: str = "tiny",
 
   c.model = ml_collections.ConfigDict(dict(
       checkpoint="", tokenizer="", dtype="float32", param_dtype="float32",
-      attention_impl="xla", rope_theta=10_000.0, rms_norm_eps=1e-6))
+      attention_impl="xla", rope_theta=10_000.0, rms_norm_eps=1e-6,
+      # LoRA (arXiv 2106.09685, rewardjax/models/lora.py): rank 0 = off (every weight trains);
+      # r > 0 trains only rank-r adapters on `lora_targets` (scale lora_alpha / r), and the
+      # reference policy is the frozen base (no second copy of the weights).
+      lora_rank=0, lora_alpha=16.0, lora_targets="q,k,v,o,gate,up,down"))
   c.model.update({k: v for k, v in common.MODELS["tiny"].items()})
   if size in common.MODELS and "checkpoint_name" not in common.MODELS[size]:
     c.model.update(common.MODELS[size])

@@ -84,7 +84,7 @@ def reference_scorer(chunk_size: int):
     return jax.lax.stop_gradient(logps_RxL if per_token else logps_RxL.sum(axis=1))
 
   def ref_fn(state, tokens, attention_mask, loss_mask, params=None, per_token=False):
-    params = state.ref_params if params is None else params
+    params = state.reference_params() if params is None else params
     if params is None:
       zeros = np.zeros(loss_mask.shape if per_token else tokens.shape[:1], np.float32)
       mesh = getattr(tokens.sharding, "mesh", None)
@@ -125,7 +125,8 @@ def build(options, setup: base.Setup) -> base.Program:
   # The RewardBench-style benchmark and best-of-N on the implicit reward (config `reward_eval`).
   reward_evaluation = reward_eval.program_evaluation(
       setup, lambda state: scorers.implicit_reward(state.graphdef, state.params,
-                                                   state.ref_params, setup, beta=options.beta),
+                                                   state.reference_params(), setup,
+                                                   beta=options.beta),
       problems)
 
   def evaluate(state, rng):
