@@ -250,3 +250,16 @@ def test_run_checkpoints_resumes_and_exports_with_lora(tmp_path):
   assert summary["steps"] == 3
   loaded = hf.from_pretrained(os.path.join(workdir, "hf"))
   assert not lora.has_adapters(_params(loaded))
+
+
+def test_adapters_shard_like_their_weights():
+  """A takes its weight's input axes, B its output axes; the rank axis is replicated."""
+  mesh = train.sharding.make_mesh(2, 2, 2)
+  abstract = nnx.split(nnx.eval_shape(lambda: transformer.Transformer(LORA, rngs=nnx.Rngs(0))),
+                       nnx.Param)[1]
+  specs = jax.tree.map(lambda s: tuple(s.spec), train.sharding.param_shardings(abstract, mesh))
+  attention, mlp = specs["layers"][0]["attention"], specs["layers"][0]["mlp"]
+  assert attention["q_lora"]["a"] == ("fsdp", None)
+  assert attention["q_lora"]["b"] == (None, "tensor", None)
+  assert attention["o_lora"]["a"] == ("tensor", None, None)
+  assert mlp["down_lora"]["a"] == ("tensor", None) and mlp["down_lora"]["b"] == (None, "fsdp")
