@@ -28,7 +28,11 @@ def get_config(smoke: bool = False, size: str = "tiny",
       checkpoint="", tokenizer="", dtype="float32", param_dtype="float32",
       attention_impl="xla", remat="none", rope_theta=10_000.0, rms_norm_eps=1e-6,
       rope_type="default", rope_factor=1.0, rope_low_freq_factor=1.0,
-      rope_high_freq_factor=4.0, rope_original_max_position=8192))
+      rope_high_freq_factor=4.0, rope_original_max_position=8192,
+      # LoRA (arXiv 2106.09685, rewardjax/models/lora.py): rank 0 = off (every weight trains);
+      # r > 0 trains only rank-r adapters on `lora_targets` (scale lora_alpha / r), and the
+      # reference policy is the frozen base (no second copy of the weights).
+      lora_rank=0, lora_alpha=16.0, lora_targets="q,k,v,o,gate,up,down"))
   c.model.update({k: v for k, v in common.MODELS["tiny"].items()})
   if size in common.MODELS:  # the architecture (a checkpoint's config.json overrides it)
     c.model.update({k: v for k, v in common.MODELS[size].items() if k != "checkpoint_name"})

@@ -202,7 +202,8 @@ def abstract_batch(config, program: base.Program, mesh):
   return PreferenceBatch(tokens=_rows(mesh, (rows, length), jnp.int32),
                          attention_mask=_rows(mesh, (rows, length), jnp.int32),
                          loss_mask=_rows(mesh, (rows, length - 1), jnp.int32),
-                         ref_logps=_rows(mesh, (rows,), jnp.float32))
+                         ref_logps=_rows(mesh, (rows,), jnp.float32),
+                         paired_prompt=s.prompt_length)   # each pair's prompt computed once
 
 
 def abstract_state(config, program: base.Program, mesh, total_steps: int = 1000):
@@ -231,15 +232,17 @@ def lower_reference(config, program, mesh, state):
   tokens = _rows(mesh, (rows, length), jnp.int32)
   if config.algorithm == "grpo":
     score = jax.jit(functools.partial(update.score_rollouts, completion_length=s.completion_length,
-                                      chunk_size=1024), static_argnames=("graphdef",))
-    return score.trace(None, state.ref_params, graphdef=state.graphdef, tokens=tokens,
+                                      chunk_size=1024, group_size=s.group),
+                    static_argnames=("graphdef",))
+    return score.trace(None, state.reference_params(), graphdef=state.graphdef, tokens=tokens,
                        attention_mask=tokens).lower()
   from rewardjax.algorithms import preference  # noqa: PLC0415
 
   ref_fn = preference.reference_scorer(1024)
   loss_mask = _rows(mesh, (rows, length - 1), jnp.int32)
-  return jax.jit(lambda params, t, a, m: ref_fn(state, t, a, m, params=params)).trace(
-      state.ref_params, tokens, tokens, loss_mask).lower()
+  return jax.jit(lambda params, t, a, m: ref_fn(state, t, a, m, params=params,
+                                               paired_prompt=s.prompt_length)).trace(
+      state.reference_params(), tokens, tokens, loss_mask).lower()
 
 
 def lower_rollout(config, mesh, state):
@@ -439,7 +442,7 @@ def iter_reports(config: ml_collections.ConfigDict, options: AotOptions):
         compiled = lowered.compile()
       except jax.errors.JaxRuntimeError as e:  # the TPU compiler refuses what cannot fit
         inputs = {"update": (state, abstract_batch(config, program, mesh)),
-                  "reference": state.ref_params, "rollout": state.params}[stage]
+                  "reference": state.reference_params(), "rollout": state.params}[stage]
         compiled = _Refused(str(e), per_chip_bytes(inputs))
       elapsed = time.time() - started
       decode_bytes = 0.0

@@ -37,6 +37,12 @@ FINGERPRINT_KEY = "config_fingerprint"
 # uninterrupted"). Dotted paths select nested fields; absent fields hash as absent. Left out on
 # purpose: mesh (restore reshards), checkpoint / eval / export settings, and train.steps (so a
 # run can be extended; with a decaying schedule that changes the remaining learning rates).
+# Fields added after checkpoints and shipped models existed, with the value that reproduces the
+# runs before them: a field at that value is left out of the fingerprint, so those runs keep
+# their fingerprints (a LoRA-free config hashes as it did before LoRA existed).
+LATER_FIELDS = {"model.lora_rank": 0, "model.lora_alpha": 16.0,
+                "model.lora_targets": "q,k,v,o,gate,up,down"}
+
 FINGERPRINT_KEYS = ("seed", "algorithm", "recipe", "recipe_args", "model", "data", "warmstart",
                     "rollout", "algo", "optim", "train.batch_size", "rewards")
 
@@ -223,6 +229,16 @@ def _select(config: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
   return True, node
 
 
+def _without_later_defaults(config_dict: Mapping[str, Any]) -> dict:
+  """`config_dict` without the `LATER_FIELDS` that hold their reproducing value (a copy)."""
+  out = dict(config_dict)
+  for path, value in LATER_FIELDS.items():
+    block, _, name = path.rpartition(".")
+    if isinstance(out.get(block), Mapping) and out[block].get(name, object()) == value:
+      out[block] = {k: v for k, v in out[block].items() if k != name}
+  return out
+
+
 def config_fingerprint(config_dict: Mapping[str, Any],
                        keys: Sequence[str] | None = FINGERPRINT_KEYS) -> str:
   """Stable 16-hex-digit hash of the config fields that fix the state's structure and meaning.
@@ -250,6 +266,7 @@ def config_fingerprint(config_dict: Mapping[str, Any],
   """
   if hasattr(config_dict, "to_dict"):  # ml_collections.ConfigDict is not a Mapping
     config_dict = config_dict.to_dict()
+  config_dict = _without_later_defaults(config_dict)
   if keys is None:
     payload = dict(config_dict)
   else:

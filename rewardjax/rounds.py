@@ -36,9 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rewardjax import losses, sharding
+from rewardjax import losses, sharding, update
 from rewardjax.data import loaders, tasks
 from rewardjax.rewards import composition, verifiers
+from rewardjax.types import subtree
 
 RULES = ("self_rewarding", "cream", "temporal", "dno")
 MAX_SHOWN = 3   # raw judge outputs quoted by the error of a round without a usable score
@@ -354,7 +355,7 @@ def _round_self_rewarding(ctx, state, round_index, rng):
       previous = ((arrays["model_logprobs"] * mask).sum(1) / np.maximum(mask.sum(1), 1)
                   ).reshape(scores.shape)
     else:  # the previous iterate (this round's reference before the refresh) judges
-      previous, _, _ = judge(ctx, state.replace(params=state.ref_params), questions, texts,
+      previous, _, _ = judge(ctx, state.replace(params=state.reference_params()), questions, texts,
                              round_index=round_index, arrays=arrays)
     consistency = cream_labels(scores, previous)
     fields = [{"consistency": float(c)} for c in consistency]
@@ -408,8 +409,8 @@ def _round_temporal(ctx, state, round_index, rng):
     s_c, s_r = np.asarray(phase1["s_chosen"]), np.asarray(phase1["s_rejected"])
     texts, arrays = sample(ctx, state, questions, rng)   # from M_f, the current params
     # The judge is M_i (the reference), never M_f.
-    scores, correct, judged = judge(ctx, state.replace(params=state.ref_params), questions,
-                                    texts, round_index=round_index, arrays=arrays)
+    scores, correct, judged = judge(ctx, state.replace(params=state.reference_params()),
+                                    questions, texts, round_index=round_index, arrays=arrays)
     use, best, valid, s_c = temporal_future(scores, s_c, s_r)
     chosen_texts = [texts[p][best[p]] if use[p] else phase1["chosen"][p]
                     for p in range(len(questions))]
@@ -488,9 +489,12 @@ def begin_round(state, round_index: int, rng, *, ctx: RoundContext):
   metrics.update(index=float(round_index), questions=float(ctx.options.prompts_per_round),
                  **pair_metrics(records, gaps or [0.0], ctx.setup.data.fmt))
   if ops.get("refresh") and state.ref_params is not None:
-    state = state.replace(ref_params=_placed_like(state.params, state.ref_params))
+    # The reference's own leaves (all, or the LoRA adapters) take the policy's values.
+    state = state.replace(ref_params=_placed_like(subtree(state.params, state.ref_params),
+                                                  state.ref_params))
   if ops.get("restart"):
-    state = state.replace(params=_placed_like(state.ref_params, state.params))
+    state = state.replace(params=_placed_like(state.reference_params(), state.params))
   if ctx.options.reset_optimizer or ops.get("restart"):
-    state = state.replace(opt_state=_placed_like(state.tx.init(state.params), state.opt_state))
+    state = state.replace(opt_state=_placed_like(update.init_optimizer(state.tx, state.params),
+                                                 state.opt_state))
   return state, metrics

@@ -26,6 +26,8 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from rewardjax.types import subtree
+
 AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # the batch is split over both: fsdp ranks see different rows
 
@@ -291,5 +293,7 @@ def state_shardings(abstract_state, params_sharding: dict, mesh: Mesh,
       step=replicated(mesh), rng=replicated(mesh), params=params_sharding,
       opt_state=jax.tree.map(like(abstract_state.params, params_sharding),
                              abstract_state.opt_state),
-      ref_params=None if abstract_state.ref_params is None else params_sharding,
+      # The reference holds the trainable leaves only (all of them without LoRA adapters).
+      ref_params=None if abstract_state.ref_params is None else subtree(
+          params_sharding, abstract_state.ref_params),
       companion=companion)

@@ -17,14 +17,14 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from rewardjax import algorithms, checkpoint, machine, optim, pretrained, recipes, sharding
+from rewardjax import algorithms, checkpoint, machine, optim, pretrained, recipes, sharding, update
 from rewardjax import metrics as metrics_lib
 from rewardjax.algorithms import base
 from rewardjax.data import loaders, tasks, tokenizers
 from rewardjax.evaluation import reward_eval
-from rewardjax.models import hf, transformer
+from rewardjax.models import hf, lora, transformer
 from rewardjax.rewards import sources
-from rewardjax.types import ModelState, TrainState
+from rewardjax.types import ModelState, TrainState, overlay, subtree
 
 
 # ---------------------------------------------------------------------------------------------
@@ -34,7 +34,8 @@ def model_config(config, tokenizer) -> transformer.ModelConfig:
   """The architecture: from the checkpoint's config.json, else from the config's size fields."""
   m = config.model
   overrides = dict(dtype=m.dtype, param_dtype=m.param_dtype, attention_impl=m.attention_impl,
-                   remat=m.remat)
+                   remat=m.remat, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
+                   lora_targets=m.lora_targets)
   if m.checkpoint:
     path = os.path.join(m.checkpoint, "config.json")
     if not os.path.exists(path):
@@ -164,9 +165,10 @@ def make_job(config: ml_collections.ConfigDict, mesh) -> Job:
   # From a checkpoint only on request (an SFT stage on top of it, e.g. Self-Rewarding PPO's
   # pi_sft); otherwise the checkpoint replaces the warm start.
   if w.steps and (not config.model.checkpoint or w.from_checkpoint):
+    # The warm start trains every weight (no LoRA): adapters are added on top of its result.
     warm_setup = dataclasses.replace(
         setup, problems={"train": problems.get("warmstart", [])}, records={},
-        batch_size=w.batch_size)
+        batch_size=w.batch_size, model=dataclasses.replace(mconfig, lora_rank=0))
     warmstart = algorithms.get("sft").build(
         ml_collections.ConfigDict(dict(loss_type="nll", slip_rate=w.slip_rate)), warm_setup)
   return Job(tokenizer, setup, recipe, program, warmstart)
@@ -180,7 +182,10 @@ def state_layout(model_fn, tx, mesh, rng, *, with_ref: bool, companion=None):
 
   `model_fn(rngs)` builds the NNX module; `init(rng, params, companion_params=None)` builds the
   state, from `params` (a pure dict: warm start or pretrained) or, when None, from a random
-  initialisation. `companion` is `(base.Companion, its optimizer)` for a second trained model.
+  initialisation; leaves the model has and `params` lacks (LoRA adapters on a pretrained LM)
+  are initialised fresh. Only the trainable leaves get optimizer state, and the reference keeps
+  only its own copy of them (`types.TrainState.reference_params`). `companion` is
+  `(base.Companion, its optimizer)` for a second trained model.
   """
   graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: model_fn(nnx.Rngs(0))),
                                         nnx.Param)
@@ -192,19 +197,28 @@ def state_layout(model_fn, tx, mesh, rng, *, with_ref: bool, companion=None):
         nnx.eval_shape(lambda: spec.model_fn(nnx.Rngs(0))), nnx.Param)
     companion_sharding = sharding.param_shardings(abstract_companion, mesh)
 
-  def init(rng, params, companion_params=None):
+  def fresh(fn, rng):
+    return nnx.to_pure_dict(nnx.split(fn(nnx.Rngs(rng)), nnx.Param)[1])
+
+  def complete(params, abstract, fn, rng):
+    """`params`, completed by a fresh initialisation when it lacks leaves (e.g. adapters)."""
     if params is None:
-      params = nnx.to_pure_dict(nnx.split(model_fn(nnx.Rngs(rng)), nnx.Param)[1])
-    # A copy, not an alias: donating a state whose two fields share buffers would fail.
-    ref = jax.tree.map(jnp.copy, params) if with_ref else None
+      return fresh(fn, rng)
+    if jax.tree.structure(params) == jax.tree.structure(nnx.to_pure_dict(abstract)):
+      return params
+    return overlay(fresh(fn, rng), params)  # the unused fresh leaves are dead code under jit
+
+  def init(rng, params, companion_params=None):
+    params = complete(params, abstract_params, model_fn, rng)
+    ref = lora.reference_of(params) if with_ref else None
     second = None
     if companion is not None:
-      if companion_params is None:
-        companion_params = nnx.to_pure_dict(nnx.split(spec.model_fn(nnx.Rngs(rng)),
-                                                      nnx.Param)[1])
-      second = ModelState(params=companion_params, opt_state=companion_tx.init(companion_params),
+      companion_params = complete(companion_params, abstract_companion, spec.model_fn, rng)
+      second = ModelState(params=companion_params,
+                          opt_state=update.init_optimizer(companion_tx, companion_params),
                           graphdef=companion_graphdef, tx=companion_tx)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=update.init_optimizer(tx, params),
                       rng=rng, ref_params=ref, graphdef=graphdef, tx=tx, companion=second)
 
   abstract = jax.eval_shape(init, rng, None)
@@ -217,10 +231,12 @@ def create_state(model_fn, tx, mesh, rng, *, params=None, with_ref: bool, compan
   """A TrainState born sharded: eval_shape -> shardings -> jit(init, out_shardings)."""
   init, _, shardings = state_layout(model_fn, tx, mesh, rng, with_ref=with_ref,
                                     companion=companion)
+  # `subtree`: params may lack leaves `init` adds (LoRA adapters on a pretrained LM).
   if params is not None:
-    params = jax.device_put(params, shardings.params)
+    params = jax.device_put(params, subtree(shardings.params, params))
   if companion_params is not None:
-    companion_params = jax.device_put(companion_params, shardings.companion.params)
+    companion_params = jax.device_put(companion_params,
+                                      subtree(shardings.companion.params, companion_params))
   return jax.jit(init, out_shardings=shardings)(rng, params, companion_params), shardings
 
 

@@ -19,12 +19,35 @@ import optax
 from flax import nnx
 
 
+def overlay(base, over):
+  """The nested dict with `base`'s leaves, replaced (or completed) by `over`'s at the same paths.
+
+  When `over` holds every leaf, the result's leaves are `over`'s own arrays (a full reference
+  reads exactly as before); disjoint trees are united (frozen + trainable params).
+  """
+  if not isinstance(over, dict) or not isinstance(base, dict):
+    return over
+  return {**base, **{k: overlay(base[k], v) if k in base else v for k, v in over.items()}}
+
+
+def subtree(tree, like):
+  """`tree`'s entries at the paths of `like` (a nested dict over a subset of its keys)."""
+  if not isinstance(like, dict):
+    return tree
+  return {k: subtree(tree[k], v) for k, v in like.items()}
+
+
 @flax.struct.dataclass
 class TrainState:
   """Everything that changes during training; `graphdef` and `tx` are static.
 
   `params` and `ref_params` are pure dicts (`nnx.to_pure_dict`), merged with `graphdef` inside
   the loss. The reference never enters the optimizer: it is read under stop_gradient only.
+
+  `ref_params` holds the reference's values of the *trainable* leaves only; the frozen ones are
+  shared with `params` (they never change), so read the reference through `reference_params()`.
+  Without frozen leaves (no LoRA adapters, `models/lora.py`) it is a full copy, as it always
+  was; with adapters it is a copy of the adapters alone, not a second copy of the weights.
   """
   step: Any
   params: Any
@@ -34,6 +57,10 @@ class TrainState:
   graphdef: nnx.GraphDef = flax.struct.field(pytree_node=False, default=None)
   tx: optax.GradientTransformation = flax.struct.field(pytree_node=False, default=None)
   companion: Any = None  # ModelState of a second model trained in the same step, or None
+
+  def reference_params(self):
+    """The reference policy's full params (pure dict), or None when there is no reference."""
+    return None if self.ref_params is None else overlay(self.params, self.ref_params)
 
 
 @flax.struct.dataclass

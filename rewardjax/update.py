@@ -20,7 +20,8 @@ from flax import nnx
 
 from rewardjax import optim
 from rewardjax.kernels import logprobs as logprobs_lib
-from rewardjax.types import TrainState
+from rewardjax.models import lora
+from rewardjax.types import TrainState, overlay
 
 
 def completion_hidden(model, tokens: jax.Array, attention_mask: jax.Array, start: int,
@@ -120,11 +121,29 @@ def sequence_logps(model, tokens, attention_mask, loss_mask, *, chunk_size: int 
   return (logps_BxL * loss_mask).sum(axis=1), loss_mask.sum(axis=1)
 
 
+def init_optimizer(tx: optax.GradientTransformation, params):
+  """The optimizer state of `params`' trainable leaves (all of them without LoRA adapters)."""
+  return tx.init(lora.trainable(params))
+
+
+def value_and_grad(loss_of: Callable, params):
+  """`((value, aux), grads)` of `loss_of(params)`, differentiated w.r.t. the trainable leaves
+  only (`lora.split_trainable`): with LoRA adapters the frozen weights are closed-over
+  constants, so no weight gradient is formed for them. `grads` holds the trainable leaves."""
+  trainable, frozen = lora.split_trainable(params)
+  if frozen is None:
+    return jax.value_and_grad(loss_of, has_aux=True)(params)
+  return jax.value_and_grad(lambda t: loss_of(overlay(frozen, t)), has_aux=True)(trainable)
+
+
 def apply_gradients(state, grads, loss, metrics) -> tuple[Any, dict]:
-  """One optimizer update of `state.params` (a TrainState or a companion's ModelState); adds
-  loss, grad_norm and skipped_updates. A TrainState's step counts the update."""
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  """One optimizer update of `state.params`' trainable leaves (a TrainState or a companion's
+  ModelState; `grads` from `value_and_grad`); adds loss, grad_norm and skipped_updates. A
+  TrainState's step counts the update."""
+  trainable, frozen = lora.split_trainable(state.params)
+  updates, opt_state = state.tx.update(grads, state.opt_state, trainable)
+  params = optax.apply_updates(trainable, updates)
+  params = params if frozen is None else overlay(frozen, params)
   metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
                  skipped_updates=optim.skipped_updates(opt_state))
   state = state.replace(params=params, opt_state=opt_state)
@@ -209,10 +228,17 @@ def update(state: TrainState, batch: Any, rng: jax.Array, *, loss: Callable,
   def loss_of(params):
     return loss(nnx.merge(state.graphdef, params), policy_batch)
 
-  (value, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+  (value, metrics), grads = value_and_grad(loss_of, state.params)
   new_state, metrics = apply_gradients(state, grads, value, metrics)
   if ref_sync is not None:
-    ref, alpha = sync_reference(new_state.ref_params, new_state.params, new_state.step, ref_sync)
+    if lora.has_adapters(state.params) and (ref_sync.alpha != 1.0 or ref_sync.alpha_end):
+      # The reference stores only the adapters; a moving average of A and B is not the average
+      # of the policies (A B is not linear in them), so only copies (alpha = 1) are exact.
+      raise ValueError("a reference sync with mixup alpha < 1 (an EMA teacher) is not "
+                       "supported with LoRA adapters (model.lora_rank > 0): set "
+                       "ref_model_mixup_alpha=1, or train without LoRA")
+    ref, alpha = sync_reference(new_state.ref_params, lora.trainable(new_state.params),
+                                new_state.step, ref_sync)
     new_state = new_state.replace(ref_params=ref)
     metrics["ref_sync/alpha"] = alpha
   if companion_loss is None:
@@ -222,7 +248,7 @@ def update(state: TrainState, batch: Any, rng: jax.Array, *, loss: Callable,
   def companion_loss_of(params):
     return companion_loss(nnx.merge(c.graphdef, params), batch.companion)
 
-  (c_value, c_metrics), c_grads = jax.value_and_grad(companion_loss_of, has_aux=True)(c.params)
+  (c_value, c_metrics), c_grads = value_and_grad(companion_loss_of, c.params)
   companion, c_metrics = apply_gradients(c, c_grads, c_value, c_metrics)
   metrics.update({f"{companion_name}/{k}": v for k, v in c_metrics.items()})
   return new_state.replace(companion=companion), metrics

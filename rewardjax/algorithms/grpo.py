@@ -362,7 +362,7 @@ def reference_logprobs(score_fn: Callable, state, tokens, attention_mask, *,
   """
   if not trainer_old and state.ref_params is None:
     return None, None
-  return score_fn(state.params if trainer_old else None, state.ref_params,
+  return score_fn(state.params if trainer_old else None, state.reference_params(),
                   graphdef=state.graphdef, tokens=tokens, attention_mask=attention_mask)
 
 

@@ -107,7 +107,7 @@ def reference_scorer(chunk_size: int):
 
   def ref_fn(state, tokens, attention_mask, loss_mask, params=None, per_token=False,
              paired_prompt=0):
-    params = state.ref_params if params is None else params
+    params = state.reference_params() if params is None else params
     if params is None:
       zeros = np.zeros(loss_mask.shape if per_token else tokens.shape[:1], np.float32)
       mesh = getattr(tokens.sharding, "mesh", None)
@@ -148,7 +148,8 @@ def build(options, setup: base.Setup) -> base.Program:
   # The RewardBench-style benchmark and best-of-N on the implicit reward (config `reward_eval`).
   reward_evaluation = reward_eval.program_evaluation(
       setup, lambda state: scorers.implicit_reward(state.graphdef, state.params,
-                                                   state.ref_params, setup, beta=options.beta),
+                                                   state.reference_params(), setup,
+                                                   beta=options.beta),
       problems)
 
   def evaluate(state, rng):

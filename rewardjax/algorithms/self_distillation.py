@@ -93,7 +93,8 @@ def distillation_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, o
   rows = sharding.shard_batch(teacher_rows(groups, setup=setup, revise=options.revise_prompt,
                                            threshold=options.reward_threshold), setup.mesh)
   # The teacher copy θ̄ lives in `ref_params` unless it is the batch-time params.
-  teacher_params = state.params if options.teacher_sync_steps == 1 else state.ref_params
+  teacher_params = (state.params if options.teacher_sync_steps == 1
+                    else state.reference_params())
   teacher = teacher_fn(teacher_params, graphdef=state.graphdef, tokens=rows["tokens"],
                        attention_mask=rows["attention_mask"])
   return DistillationBatch(tokens=on_mesh["tokens"], attention_mask=on_mesh["attention_mask"],

@@ -30,6 +30,7 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from rewardjax.models import lora
 from rewardjax.models.transformer import ModelConfig, Transformer
 
 
@@ -454,7 +455,8 @@ def save_pretrained(model: Transformer, directory: str | os.PathLike, *,
   limit = _parse_size(max_shard_size)
   config = model.config
   hf_config = config_to_hf(config)
-  state = hf_state_from_params(nnx.split(model, nnx.Param)[1], config)
+  # LoRA adapters are folded into their weights: the export is the adapted model, plain.
+  state = hf_state_from_params(lora.merged_params(model), config)
   shards, size = [{}], 0
   for name, x in state.items():
     if shards[-1] and size + x.nbytes > limit:

@@ -26,6 +26,7 @@ from jaxtyping import Array, Float, Int
 
 from rewardjax import sharding
 from rewardjax.kernels import attention as attention_lib
+from rewardjax.models import lora
 
 ROPE_TYPES = ("default", "linear", "llama3")
 REMATS = ("none", "block")  # "block": recompute each Block in the backward pass
@@ -66,6 +67,9 @@ class ModelConfig:
   bos_token_id: int | None = None
   eos_token_id: int | None = None
   pad_token_id: int | None = None
+  lora_rank: int = 0                          # LoRA adapters of rank r (models/lora.py); 0 = off
+  lora_alpha: float = 16.0                    # LoRA scale alpha / r
+  lora_targets: str = "q,k,v,o,gate,up,down"  # the projections that get adapters
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -185,6 +189,7 @@ class Attention(nnx.Module):
     if c.qk_norm:
       self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps, pd, axes=("head_dim",))
       self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps, pd, axes=("head_dim",))
+    lora.add_adapters(self, c, rngs, ("q", "k", "v", "o"))
 
   def __call__(self, x_BxSxD, positions, segment_ids, inv_freq, layer_cache):
     c, dt = self.config, self.config.dtype
@@ -196,7 +201,8 @@ class Attention(nnx.Module):
     groups = c.num_heads // kv_heads
     qkv_w = jnp.concatenate([self.q_dhk[...].reshape(d, kv_heads, groups, k_dim),
                              self.k_dhk[...][:, :, None], self.v_dhk[...][:, :, None]], axis=2)
-    qkv = _dense(x_BxSxD, qkv_w.astype(dt))
+    qkv = lora.add_fused(self, ("q", "k", "v"), _dense(x_BxSxD, qkv_w.astype(dt)), x_BxSxD,
+                         axis=3, sizes=(groups, 1, 1), dtype=dt)
     q = qkv[:, :, :, :groups].reshape(*qkv.shape[:2], c.num_heads, k_dim)
     q, k, v = (sharding.constrain(t, _HEADS_SHK) for t in (q, qkv[:, :, :, groups],
                                                              qkv[:, :, :, groups + 1]))
@@ -216,7 +222,8 @@ class Attention(nnx.Module):
         q, k.astype(dt), v.astype(dt), q_segment_ids=segment_ids, kv_segment_ids=kv_segment_ids,
         q_positions=positions, kv_positions=kv_positions, causal=True,
         sliding_window=c.sliding_window, impl=c.attention_impl)
-    return _dense(out, self.o_hkd[...].astype(dt), in_dims=2), (k, v)
+    out_BxSxD = lora.add(self, "o", _dense(out, self.o_hkd[...].astype(dt), in_dims=2), out, dt)
+    return out_BxSxD, (k, v)
 
 
 class MLP(nnx.Module):
@@ -229,13 +236,16 @@ class MLP(nnx.Module):
     self.gate_df = _param(rngs, init, (c.hidden_size, c.intermediate_size), pd, ("embed", "mlp"))
     self.up_df = _param(rngs, init, (c.hidden_size, c.intermediate_size), pd, ("embed", "mlp"))
     self.down_fd = _param(rngs, init, (c.intermediate_size, c.hidden_size), pd, ("mlp", "embed"))
+    lora.add_adapters(self, c, rngs, ("gate", "up", "down"))
 
   def __call__(self, x_BxSxD):
     dt = self.dtype
     # gate and up in one matmul (see Attention: stacking keeps the sharding).
-    gate_up = _dense(x_BxSxD, jnp.stack([self.gate_df[...], self.up_df[...]], axis=1).astype(dt))
+    gate_up = lora.add_fused(self, ("gate", "up"), _dense(x_BxSxD, jnp.stack(
+        [self.gate_df[...], self.up_df[...]], axis=1).astype(dt)), x_BxSxD, axis=2,
+                             sizes=(1, 1), dtype=dt)
     hidden = jax.nn.silu(gate_up[:, :, 0]) * gate_up[:, :, 1]
-    return _dense(hidden, self.down_fd[...].astype(dt))
+    return lora.add(self, "down", _dense(hidden, self.down_fd[...].astype(dt)), hidden, dt)
 
 
 class Block(nnx.Module):

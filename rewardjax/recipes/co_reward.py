@@ -117,7 +117,7 @@ class VoteReward:
     step = int(jax.device_get(state.step))
     rng = jax.random.fold_in(jax.random.key(self.seed + 104_729), step)
     out = rollouts.generate(
-        (state.graphdef, state.ref_params),
+        (state.graphdef, state.reference_params()),
         *sharding.feed((np.asarray(a["tokens"])[heads, :prompt_length],
                         np.asarray(a["prompt_mask"])[heads])),
         rng, max_new_tokens=a["completion_tokens"].shape[1], num_samples=group_size,

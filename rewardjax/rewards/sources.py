@@ -257,7 +257,7 @@ def coherent_term(options: RewardOptions, *, mesh):
 
   def fn(scored: composition.Scored):
     state, a = scored.state, scored.arrays
-    sft, _ = rollout_logps(state.graphdef, state.ref_params, a, mesh)
+    sft, _ = rollout_logps(state.graphdef, state.reference_params(), a, mesh)
     pt, _ = rollout_logps(base_graphdef, base_params, a, mesh)
     # float: coherent_reward's mask is Float | Bool, the rollouts' completion_mask is int32.
     mask = jnp.asarray(a["completion_mask"], jnp.float32)
@@ -275,7 +275,8 @@ def endogenous_term(options: RewardOptions, *, mesh):
 
   def fn(scored: composition.Scored):
     state, a = scored.state, scored.arrays
-    params = state.ref_params if options.endogenous_model == "reference" else state.params
+    params = (state.reference_params() if options.endogenous_model == "reference"
+              else state.params)
     logps, first_value = rollout_logps(state.graphdef, params, a, mesh, alpha=options.alpha)
     reward = logprob.endogenous_reward(jnp.asarray(_host(logps)),
                                        jnp.asarray(a["completion_mask"]),
