@@ -41,7 +41,10 @@ FINGERPRINT_KEY = "config_fingerprint"
 # runs before them: a field at that value is left out of the fingerprint, so those runs keep
 # their fingerprints (a LoRA-free config hashes as it did before LoRA existed).
 LATER_FIELDS = {"model.lora_rank": 0, "model.lora_alpha": 16.0,
-                "model.lora_targets": "q,k,v,o,gate,up,down"}
+                "model.lora_targets": "q,k,v,o,gate,up,down", "model.remat": "none",
+                "model.rope_type": "default", "model.rope_factor": 1.0,
+                "model.rope_low_freq_factor": 1.0, "model.rope_high_freq_factor": 4.0,
+                "model.rope_original_max_position": 8192}
 
 FINGERPRINT_KEYS = ("seed", "algorithm", "recipe", "recipe_args", "model", "data", "warmstart",
                     "rollout", "algo", "optim", "train.batch_size", "rewards")
