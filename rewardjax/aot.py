@@ -40,7 +40,7 @@ import ml_collections
 import numpy as np
 
 from rewardjax import algorithms, recipes, rollouts, sharding, train, update
-from rewardjax.algorithms import base
+from rewardjax.algorithms import base, grpo
 from rewardjax.data import tokenizers
 from rewardjax.models import transformer
 from rewardjax.rewards import composition
@@ -182,6 +182,12 @@ def _abstract(shape, dtype, mesh_sharding):
   return jax.ShapeDtypeStruct(shape, dtype, sharding=mesh_sharding)
 
 
+def _paired(s: "Shapes", mesh) -> int:
+  """The DPO batch's `paired_prompt` as `preference.preference_batch` sets it: the prompt
+  length when the pairs split over the batch shards, else 0."""
+  return s.prompt_length if s.prompts % sharding.batch_size_multiple(mesh) == 0 else 0
+
+
 def _rows(mesh, shape, dtype):
   return _abstract(shape, dtype, sharding.batch_sharding(mesh, len(shape)))
 
@@ -203,7 +209,7 @@ def abstract_batch(config, program: base.Program, mesh):
                          attention_mask=_rows(mesh, (rows, length), jnp.int32),
                          loss_mask=_rows(mesh, (rows, length - 1), jnp.int32),
                          ref_logps=_rows(mesh, (rows,), jnp.float32),
-                         paired_prompt=s.prompt_length)   # each pair's prompt computed once
+                         paired_prompt=_paired(s, mesh))
 
 
 def abstract_state(config, program: base.Program, mesh, total_steps: int = 1000):
@@ -231,8 +237,10 @@ def lower_reference(config, program, mesh, state):
       s.prompt_length + s.completion_length)
   tokens = _rows(mesh, (rows, length), jnp.int32)
   if config.algorithm == "grpo":
+    group = grpo.prompt_groups(config.algo, s.group, s.prompts, minibatch=False,
+                               shards=sharding.batch_size_multiple(mesh))
     score = jax.jit(functools.partial(update.score_rollouts, completion_length=s.completion_length,
-                                      chunk_size=1024, group_size=s.group),
+                                      chunk_size=1024, group_size=group),
                     static_argnames=("graphdef",))
     return score.trace(None, state.reference_params(), graphdef=state.graphdef, tokens=tokens,
                        attention_mask=tokens).lower()
@@ -241,7 +249,7 @@ def lower_reference(config, program, mesh, state):
   ref_fn = preference.reference_scorer(1024)
   loss_mask = _rows(mesh, (rows, length - 1), jnp.int32)
   return jax.jit(lambda params, t, a, m: ref_fn(state, t, a, m, params=params,
-                                               paired_prompt=s.prompt_length)).trace(
+                                               paired_prompt=_paired(s, mesh))).trace(
       state.reference_params(), tokens, tokens, loss_mask).lower()
 
 

@@ -246,9 +246,12 @@ def _grow(cache: transformer.KVCache, length: int) -> transformer.KVCache:
   extra = length - cache.segment_ids.shape[1]
   if extra <= 0:
     return cache
-  pad = lambda x: jnp.pad(x, [(0, 0), (0, extra)] + [(0, 0)] * (x.ndim - 2))  # noqa: E731
-  return cache.replace(keys=tuple(map(pad, cache.keys)), values=tuple(map(pad, cache.values)),
-                       positions=pad(cache.positions), segment_ids=pad(cache.segment_ids))
+  def pad(x, axis):  # slots are axis 2 of the head-major keys / values, axis 1 of the rest
+    return jnp.pad(x, [(0, extra) if a == axis else (0, 0) for a in range(x.ndim)])
+
+  return cache.replace(keys=tuple(pad(k, 2) for k in cache.keys),
+                       values=tuple(pad(v, 2) for v in cache.values),
+                       positions=pad(cache.positions, 1), segment_ids=pad(cache.segment_ids, 1))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "num_samples",

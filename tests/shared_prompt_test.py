@@ -104,6 +104,12 @@ def test_grpo_prompt_groups_follow_minibatches_and_turns():
   options = ml_collections.ConfigDict(dict(turns=1, num_minibatches=4))
   assert grpo.prompt_groups(options, 8, 6) == 4      # 12-row minibatches: sub-groups of 4
   assert grpo.prompt_groups(options, 8, 6, minibatch=False) == 8
+  # 32 prompts x 8 over 64 batch shards: each device's 4 rows share their prompt, so the
+  # prompt rows (64) split over the shards instead of being computed on every one.
+  options.num_minibatches = 1
+  assert grpo.prompt_groups(options, 8, 32, shards=64) == 4
+  assert grpo.prompt_groups(options, 8, 32, shards=256) == 1
+  assert grpo.prompt_groups(options, 8, 8, shards=1) == 8
   options.turns = 2
   assert grpo.prompt_groups(options, 8, 6) == 1
 

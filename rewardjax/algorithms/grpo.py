@@ -422,22 +422,28 @@ def advantages(rewards_B, row_weights_B, old_logprobs_BxT, ref_logprobs_BxT,
   return advantages_lib.get_advantage_fn(estimator)(rewards_B, group_size, **kwargs) * row_weights_B
 
 
-def prompt_groups(options, num_generations: int, batch_size: int, *,
-                  minibatch: bool = True) -> int:
+def batch_shards(setup: base.Setup) -> int:
+  """How many ways the mesh splits a batch's rows (1 without a mesh)."""
+  return 1 if setup.mesh is None else sharding.batch_size_multiple(setup.mesh)
+
+
+def prompt_groups(options, num_generations: int, batch_size: int, *, minibatch: bool = True,
+                  shards: int = 1) -> int:
   """How many consecutive rows share one prompt, so that the training and reference passes
   compute it once per group instead of once per row.
 
   G = num_generations rows sample one prompt (the reference pass sees whole batches:
   `minibatch=False`); an update's minibatch of R rows keeps whole sub-groups of gcd(G, R) rows.
-  Two-attempt batches (turns=2) give each second attempt its own prompt: 1. GRPO with 8 prompts
-  x 8 samples of a 16-token prompt and 32 new tokens does 29% less arithmetic in those passes
-  (`benchmarks/grpo_step.py`).
+  Over `shards` batch shards (`sharding.batch_size_multiple`), the R / g prompt rows must split
+  evenly too, else the prompt pass would be replicated on every shard: g = gcd(G, R / shards),
+  i.e. each device shares the prompt among its own rows. Two-attempt batches (turns=2) give each
+  second attempt its own prompt: 1. GRPO with 8 prompts x 8 samples of a 16-token prompt and 32
+  new tokens does 23% less arithmetic (`benchmarks/grpo_step.py`).
   """
   if options.turns != 1:
     return 1
-  if not minibatch:
-    return num_generations
-  return math.gcd(num_generations, batch_size * num_generations // options.num_minibatches)
+  rows = batch_size * num_generations // (1 if not minibatch else options.num_minibatches)
+  return math.gcd(num_generations, rows // shards) if rows % shards == 0 else 1
 
 
 def place_groups(groups: Sequence[dict], step: int, *, setup: base.Setup,
@@ -478,7 +484,7 @@ def rollout_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, option
   on_mesh = place_groups(groups, step, setup=setup,
                          prompt_group=prompt_groups(
                              options, setup.sampling.num_generations, setup.batch_size,
-                             minibatch=False))
+                             minibatch=False, shards=batch_shards(setup)))
   trainer_old, ref = reference_logprobs(score_fn, state, on_mesh["tokens"],
                                         on_mesh["attention_mask"],
                                         trainer_old=bool(options.tis_cap))
@@ -524,7 +530,9 @@ def build(options, setup: base.Setup) -> base.Program:
                      f"source {type(setup.recipe.source).__name__} refuses (its prompts are "
                      f"aligned across rows, e.g. Co-Reward's question / rewrite pairs); set "
                      f"--config.algo.dynamic_sampling=False")
-  prompt_group = prompt_groups(options, setup.sampling.num_generations, setup.batch_size)
+  shards = batch_shards(setup)
+  prompt_group = prompt_groups(options, setup.sampling.num_generations, setup.batch_size,
+                               shards=shards)
   step = make_step(options, max_completion_length=setup.sampling.max_new_tokens,
                    chunk_size=setup.chunk_size, companion=companion,
                    total_updates=setup.train_steps * options.num_iterations
@@ -532,7 +540,8 @@ def build(options, setup: base.Setup) -> base.Program:
   score_fn = jax.jit(functools.partial(
       update.score_rollouts, completion_length=setup.sampling.max_new_tokens,
       chunk_size=setup.chunk_size, group_size=prompt_groups(
-          options, setup.sampling.num_generations, setup.batch_size, minibatch=False)),
+          options, setup.sampling.num_generations, setup.batch_size, minibatch=False,
+          shards=shards)),
       static_argnames=("graphdef",))
   advantage_fn = jax.jit(functools.partial(advantages, options=AdvantageOptions(
       estimator=options.advantage, group_size=setup.sampling.num_generations,

@@ -90,6 +90,38 @@ def _pallas_attention(query, key, value, ids, causal, sliding_window):
                        out_specs=seq, check_vma=False)(query, key, value, *ids)
 
 
+def decode_attention(
+    query: Float[Array, "B 1 H K"],
+    key_cache: Float[Array, "B Hkv Sk K"],
+    value_cache: Float[Array, "B Hkv Sk K"],
+    mask: jax.Array,
+) -> Float[Array, "B 1 H K"]:
+  """One query per row against a head-major KV cache (a decode step): softmax(q k^T / sqrt(K)) v
+  as batched [G, K] @ [K, Sk] products per (row, kv head), G = H / Hkv query heads per kv head.
+
+  The cache's [B, Hkv, Sk, K] layout is what a batched dot reads in place; with a sequence-major
+  cache XLA:CPU either transposes the whole cache every step or (`_single_query_attention`)
+  multiplies and reduces it elementwise: 0.71 ms against 0.49 ms per layer-step for 64 rows, 80
+  slots, 4 / 2 heads of 64 (AMD EPYC, 2 cores).
+
+  Args:
+    query: [B, 1, H, K] the step's queries.
+    key_cache, value_cache: [B, Hkv, Sk, K] every cache slot, the step's own included.
+    mask: [B, 1, 1, Sk] boolean `visibility_mask` of the step's query.
+
+  Returns:
+    [B, 1, H, K] in the query dtype; a query that sees no key gets a finite, meaningless output.
+  """
+  b, _, h, k = query.shape
+  kv_heads = key_cache.shape[1]
+  q_BxNxGxK = query[:, 0].reshape(b, kv_heads, h // kv_heads, k).astype(jnp.float32) * k ** -0.5
+  scores_BxNxGxS = jnp.einsum("bngk,bnsk->bngs", q_BxNxGxK, key_cache.astype(jnp.float32))
+  scores_BxNxGxS = jnp.where(mask[:, :, :1, :], scores_BxNxGxS, jnp.finfo(jnp.float32).min)
+  probs_BxNxGxS = jax.nn.softmax(scores_BxNxGxS, axis=-1)
+  out_BxNxGxK = jnp.einsum("bngs,bnsk->bngk", probs_BxNxGxS, value_cache.astype(jnp.float32))
+  return out_BxNxGxK.reshape(b, 1, h, k).astype(query.dtype)
+
+
 def attention(
     query: Float[Array, "B S H K"],
     key: Float[Array, "B Sk Hkv K"],

@@ -84,8 +84,10 @@ class ModelConfig:
 @flax.struct.dataclass
 class KVCache:
   """Keys and values of every layer for decoding; slots with segment id 0 are empty."""
-  keys: tuple                                 # N arrays [B, Smax, Hkv, K]
-  values: tuple                               # N arrays [B, Smax, Hkv, K]
+  # Head-major, so that a decode step's one query per row reads the cache in place as a batched
+  # [G, K] @ [K, Smax] product per kv head (`attention.decode_attention`).
+  keys: tuple                                 # N arrays [B, Hkv, Smax, K]
+  values: tuple                               # N arrays [B, Hkv, Smax, K]
   positions: jax.Array                        # [B, Smax] RoPE position of each slot
   segment_ids: jax.Array                      # [B, Smax] 1 = filled, 0 = empty / padding
   index: jax.Array                            # [] next slot to write
@@ -93,7 +95,7 @@ class KVCache:
 
 def init_cache(config: ModelConfig, batch_size: int, max_length: int) -> KVCache:
   """An empty cache for `batch_size` rows and `max_length` slots, in the compute dtype."""
-  shape = (batch_size, max_length, config.num_kv_heads, config.head_dim)
+  shape = (batch_size, config.num_kv_heads, max_length, config.head_dim)
   zeros = tuple(jnp.zeros(shape, config.dtype) for _ in range(config.num_layers))
   return KVCache(keys=zeros, values=zeros,
                  positions=jnp.zeros((batch_size, max_length), jnp.int32),
@@ -216,12 +218,21 @@ class Attention(nnx.Module):
     kv_positions, kv_segment_ids = positions, segment_ids
     if layer_cache is not None:
       cache_k, cache_v, kv_positions, kv_segment_ids, index = layer_cache
-      k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), index, axis=1)
-      v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), index, axis=1)
-    out = attention_lib.attention(
-        q, k.astype(dt), v.astype(dt), q_segment_ids=segment_ids, kv_segment_ids=kv_segment_ids,
-        q_positions=positions, kv_positions=kv_positions, causal=True,
-        sliding_window=c.sliding_window, impl=c.attention_impl)
+      k, v = (jax.lax.dynamic_update_slice_in_dim(
+          cache, new.transpose(0, 2, 1, 3).astype(cache.dtype), index, axis=2)
+              for cache, new in ((cache_k, k), (cache_v, v)))
+    if layer_cache is not None and q.shape[1] == 1 and c.attention_impl == "xla":
+      # A decode step reads the head-major cache in place.
+      mask = attention_lib.visibility_mask(segment_ids, kv_segment_ids, positions, kv_positions,
+                                           sliding_window=c.sliding_window)
+      out = attention_lib.decode_attention(q, k, v, mask)
+    else:
+      # Prefill, the shared-prefix pass and training read the keys sequence-major.
+      seq_k, seq_v = (k, v) if layer_cache is None else (x.transpose(0, 2, 1, 3) for x in (k, v))
+      out = attention_lib.attention(
+          q, seq_k.astype(dt), seq_v.astype(dt), q_segment_ids=segment_ids,
+          kv_segment_ids=kv_segment_ids, q_positions=positions, kv_positions=kv_positions,
+          causal=True, sliding_window=c.sliding_window, impl=c.attention_impl)
     out_BxSxD = lora.add(self, "o", _dense(out, self.o_hkd[...].astype(dt), in_dims=2), out, dt)
     return out_BxSxD, (k, v)
 
