@@ -105,11 +105,13 @@ def all_token_logprobs(model, tokens: jax.Array, attention_mask: jax.Array, *,
     raise ValueError(f"paired_prompt needs chosen and rejected rows, got {rows} rows")
   # Pair b's rows next to each other (b, b + B/2) for the grouped pass, then back. Only token
   # ids and log-probs move between the two orders, never activations.
-  order = jnp.arange(rows).reshape(2, rows // 2).T.reshape(-1)
-  logps_BxT, _ = token_logprobs(model, tokens[order], attention_mask[order], paired_prompt,
-                                length - paired_prompt, chunk_size=chunk_size, group_size=2)
-  logps_BxT = jnp.zeros_like(logps_BxT).at[order].set(logps_BxT)
-  return jnp.pad(logps_BxT, ((0, 0), (paired_prompt - 1, 0)))
+  def regroup(x, outer):  # rows as [outer, B / outer] -> [B / outer, outer], flattened
+    return x.reshape(outer, rows // outer, -1).swapaxes(0, 1).reshape(rows, -1)
+
+  logps_BxT, _ = token_logprobs(model, regroup(tokens, 2), regroup(attention_mask, 2),
+                                paired_prompt, length - paired_prompt, chunk_size=chunk_size,
+                                group_size=2)
+  return jnp.pad(regroup(logps_BxT, rows // 2), ((0, 0), (paired_prompt - 1, 0)))
 
 
 def sequence_logps(model, tokens, attention_mask, loss_mask, *, chunk_size: int = 1024,
