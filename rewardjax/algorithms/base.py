@@ -134,6 +134,12 @@ class Rounds:
   begin: Callable
 
 
+def batch_shards(setup: Setup) -> int:
+  """How many ways the mesh splits a batch's rows (1 without a mesh): a shared prompt's rows
+  must split as evenly, or every shard would compute all of them."""
+  return 1 if setup.mesh is None else sharding.batch_size_multiple(setup.mesh)
+
+
 def no_followup(step: int) -> str:
   del step
   return ""

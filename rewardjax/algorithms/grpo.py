@@ -422,11 +422,6 @@ def advantages(rewards_B, row_weights_B, old_logprobs_BxT, ref_logprobs_BxT,
   return advantages_lib.get_advantage_fn(estimator)(rewards_B, group_size, **kwargs) * row_weights_B
 
 
-def batch_shards(setup: base.Setup) -> int:
-  """How many ways the mesh splits a batch's rows (1 without a mesh)."""
-  return 1 if setup.mesh is None else sharding.batch_size_multiple(setup.mesh)
-
-
 def prompt_groups(options, num_generations: int, batch_size: int, *, minibatch: bool = True,
                   shards: int = 1) -> int:
   """How many consecutive rows share one prompt, so that the training and reference passes
@@ -465,8 +460,9 @@ def place_groups(groups: Sequence[dict], step: int, *, setup: base.Setup,
 
 
 def rollout_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, options,
-                  score_fn: Callable, advantage_fn: Callable):
-  """The RL batch of step `step`: the stages above, then device placement.
+                  score_fn: Callable, advantage_fn: Callable, prompt_group: int = 1):
+  """The RL batch of step `step`: the stages above, then device placement. `prompt_group`: the
+  rows per shared prompt that `score_fn` assumes (`prompt_groups`), checked on the host rows.
 
   Returns (RolloutBatch on the mesh, host metrics); the recipe's source observes every scored
   rollout ({"item", "text", "reward"} per row).
@@ -481,10 +477,7 @@ def rollout_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, option
     groups, metrics = dynamic_sampling(draw, setup.batch_size, options.max_resample_rounds)
   else:
     groups, metrics = draw(0)
-  on_mesh = place_groups(groups, step, setup=setup,
-                         prompt_group=prompt_groups(
-                             options, setup.sampling.num_generations, setup.batch_size,
-                             minibatch=False, shards=batch_shards(setup)))
+  on_mesh = place_groups(groups, step, setup=setup, prompt_group=prompt_group)
   trainer_old, ref = reference_logprobs(score_fn, state, on_mesh["tokens"],
                                         on_mesh["attention_mask"],
                                         trainer_old=bool(options.tis_cap))
@@ -530,19 +523,18 @@ def build(options, setup: base.Setup) -> base.Program:
                      f"source {type(setup.recipe.source).__name__} refuses (its prompts are "
                      f"aligned across rows, e.g. Co-Reward's question / rewrite pairs); set "
                      f"--config.algo.dynamic_sampling=False")
-  shards = batch_shards(setup)
+  shards = base.batch_shards(setup)
   prompt_group = prompt_groups(options, setup.sampling.num_generations, setup.batch_size,
                                shards=shards)
+  batch_group = prompt_groups(options, setup.sampling.num_generations, setup.batch_size,
+                              minibatch=False, shards=shards)   # the reference pass's batches
   step = make_step(options, max_completion_length=setup.sampling.max_new_tokens,
                    chunk_size=setup.chunk_size, companion=companion,
                    total_updates=setup.train_steps * options.num_iterations
                    * options.num_minibatches, prompt_group=prompt_group)
   score_fn = jax.jit(functools.partial(
       update.score_rollouts, completion_length=setup.sampling.max_new_tokens,
-      chunk_size=setup.chunk_size, group_size=prompt_groups(
-          options, setup.sampling.num_generations, setup.batch_size, minibatch=False,
-          shards=shards)),
-      static_argnames=("graphdef",))
+      chunk_size=setup.chunk_size, group_size=batch_group), static_argnames=("graphdef",))
   advantage_fn = jax.jit(functools.partial(advantages, options=AdvantageOptions(
       estimator=options.advantage, group_size=setup.sampling.num_generations,
       scale_rewards=options.scale_rewards, reward_kl_coef=options.reward_kl_coef,
@@ -557,7 +549,8 @@ def build(options, setup: base.Setup) -> base.Program:
   return base.Program(
       model_fn=policy_model_fn, init_params=base.language_model_params,
       make_batch=functools.partial(rollout_batch, setup=setup, options=options,
-                                   score_fn=score_fn, advantage_fn=advantage_fn),
+                                   score_fn=score_fn, advantage_fn=advantage_fn,
+                                   prompt_group=batch_group),
       step=step, evaluate=evaluate,
       # A reference for the KL in the loss, or in REINFORCE++'s reward
       # (or for a reward term that reads it, or a synchronised reference: an EMA teacher).

@@ -73,8 +73,7 @@ def preference_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, str
   rows = (arrays["tokens"], arrays["attention_mask"], arrays["loss_mask"])
   # Rows a `prepare` stage rebuilt are not checked here: they keep the unshared passes. The B
   # prompt rows must split over the mesh's batch shards too, else every shard would compute all.
-  shards = 1 if setup.mesh is None else sharding.batch_size_multiple(setup.mesh)
-  paired = 0 if obj.prepare or len(items) % shards else paired_prompt_length(
+  paired = 0 if obj.prepare or len(items) % base.batch_shards(setup) else paired_prompt_length(
       tokens, attention_mask, loss_mask, len(items))
   if "ref_token_logps" in obj.needs:  # per-token reference log-probs of every row (T-REG)
     extra["ref_token_logps"] = ref_fn(state, *rows, per_token=True)
