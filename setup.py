@@ -32,8 +32,10 @@ setuptools.setup(
     extras_require={
         # torch is pinned to the CPU build that lies on disk here; a looser pin pulls a CUDA wheel.
         # datasets: the HF-datasets loader test (local files) runs on a fresh machine too.
+        # nbclient + ipykernel execute the notebooks as Colab would; jupytext pairs .py and .ipynb.
         "test": ["pytest>=8", "pytest-xdist>=3.6", "beartype>=0.19", "torch==2.13.0", "ruff>=0.6",
-                 "datasets>=3"],
+                 "datasets>=3", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
+                 "jupytext>=1.16"],
         "hf": ["torch==2.13.0"],
         "tfds": ["tensorflow-datasets>=4.9", "tensorflow-cpu>=2.16"],
         "bench": ["trl>=1.16", "torch==2.13.0"],

@@ -1,5 +1,12 @@
 # ---
 # jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -21,30 +28,38 @@
 # the test-time self-reflection loop. Everything it calls lives in `rewardjax`
 # (`rewardjax/recipes/spark.py`, `rewardjax/evaluation/self_reflection.py`).
 #
-# In Colab: `!git clone <repo> && pip install -e rewardjax` first, then run the cells in order
-# (CPU runtime; a few minutes). CI runs this file with `REWARDJAX_NOTEBOOK_TINY=1` (seconds).
+# Runs on a CPU runtime (a few minutes); CI executes it with tiny settings (seconds).
 
 # %%
+# Colab: clone and install rewardjax (about a minute); elsewhere nothing happens when rewardjax
+# is importable (`pip install -e .` in the repo).
+import importlib.util
 import os
+import subprocess
 import sys
-import tempfile
 
-import jax
-import numpy as np
-from flax import nnx
+if importlib.util.find_spec("rewardjax") is None:
+  subprocess.run("git clone -q --depth 1 https://github.com/rewardjax/rewardjax.git && "
+                 "pip install -q -e rewardjax", shell=True, check=True)
+  sys.path.insert(0, os.path.abspath("rewardjax"))
 
-sys.path.insert(0, os.path.abspath(".."))  # the repo root, for `configs` when run from here
-sys.path.insert(0, os.path.abspath("."))
+# %%
+from rewardjax import notebook
+
+settings = notebook.setup("spark")
+TINY = settings.tiny  # True: CI's seconds-long sizes
+
+import jax  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
 
 from configs import spark as spark_config  # noqa: E402
-from rewardjax import train  # noqa: E402
+from rewardjax import plots, train  # noqa: E402
 from rewardjax.evaluation import accuracy, self_reflection  # noqa: E402
 from rewardjax.models import hf  # noqa: E402
 from rewardjax.recipes import spark  # noqa: E402
 from rewardjax.rewards import verifiers  # noqa: E402
-
-TINY = os.environ.get("REWARDJAX_NOTEBOOK_TINY") == "1"
-print("jax", jax.__version__, jax.devices(), "| tiny settings" if TINY else "")
 
 # %% [markdown]
 # ## 1. The prompts SPARK makes
@@ -69,25 +84,46 @@ print(spark.Formatter("boxed").pointwise("What is 47-8?", "41", index=0)[0])
 # %% [markdown]
 # ## 2. A shortened training run
 #
-# `configs/spark.py` is the full embedded job. Here fewer RL steps (or, under CI, the `smoke`
-# sizes). The full job starts from the shipped pretrained model (`rewardjax/pretrained/arith`,
+# `configs/spark.py` is the full embedded job (150 steps). Here 40 steps (under CI, 4 steps and
+# smaller evaluations). It starts from the shipped pretrained model (`rewardjax/pretrained/arith`,
 # made by `configs/pretrain.py`: the task plus judge and reflection examples on synthetic slips,
-# standing in for the judging an instruct model brings); the smoke sizes train a tiny model
-# from scratch instead. Each step trains the task prompts (infer period, whose rollouts are
-# recycled), then a full batch of recycled prompts when the cache holds one (reward period),
-# and the run evaluates before and after.
+# standing in for the judging an instruct model brings). Each step trains the task prompts (infer
+# period, whose rollouts are recycled), then a full batch of recycled prompts when the cache
+# holds one (reward period), and the run evaluates every `eval_every` steps.
 
 # %%
-config = spark_config.get_config("smoke" if TINY else None)
-if not TINY:
-  config.train.steps = config.train.eval_every = 40
-workdir = os.environ.get("REWARDJAX_NOTEBOOK_WORKDIR") or tempfile.mkdtemp(prefix="spark_")
+config = spark_config.get_config()
+if TINY:
+  config.train.update(steps=4, eval_every=2)
+  config.data.num_eval = 32
+  config.recipe_args.eval_problems = 16
+else:
+  config.train.update(steps=40, eval_every=10)
+workdir = settings.workdir
 summary = train.run(config, workdir)
 
 # %%
 for key in ("accuracy", "judge_accuracy", "reflection_fix_rate", "self_reflection_accuracy",
             "best_of_n_accuracy"):
   print(f"{key:26s} before {summary[f'initial/{key}']:.3f}   after {summary[f'final/{key}']:.3f}")
+
+# %% [markdown]
+# The two curves SPARK is about: the policy's accuracy on held-out task questions (greedy) and
+# its accuracy as a judge of held-out answers (pointwise verdicts against the verifier), both
+# evaluated every `eval_every` steps of the same run (`<workdir>/metrics.jsonl`; the run also
+# left `<workdir>/curves.png`, and `python launch/plot.py --workdir=<workdir>` redraws it).
+
+# %%
+curves = plots.read_curves(os.path.join(workdir, "metrics.jsonl"))
+fig, ax = plt.subplots(figsize=(5, 3))
+for name, label in (("eval/accuracy", "task accuracy"), ("eval/judge_accuracy", "judge accuracy")):
+  steps, values = zip(*curves[name])
+  ax.plot(steps, values, marker="o", label=label)
+ax.set_xlabel("RL step")
+ax.set_ylabel("held-out accuracy")
+ax.grid(alpha=0.3)
+ax.legend()
+plt.show()
 
 # %% [markdown]
 # ## 3. One recycling step on real rollouts

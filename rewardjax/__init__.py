@@ -9,8 +9,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("advantages", "checkpoint", "data", "evaluation", "kernels", "losses", "machine",
-               "metrics", "models", "optim", "plots", "pretrained", "recipes", "rewards",
-               "rollouts", "sharding", "train", "types", "update")
+               "metrics", "models", "notebook", "optim", "plots", "pretrained", "recipes",
+               "rewards", "rollouts", "sharding", "train", "types", "update")
 
 
 def __getattr__(name):

@@ -1,14 +1,17 @@
-"""Learning curves as one PNG: `<workdir>/metrics.jsonl` -> `<workdir>/curves.png`.
+"""Learning curves as PNG: `<workdir>/metrics.jsonl` -> `<workdir>/curves.png`.
 
 A run's curves can be read without TensorBoard (e.g. over ssh, or in a notebook listing):
-`MetricsWriter.summary` calls `write_curves` at the end of every run.
+`MetricsWriter.summary` calls `write_curves` at the end of every run; `launch/plot.py` draws
+them again for any workdir, or overlays several runs (`compare_curves`, one line per run).
 
   path = write_curves(workdir)  # None when there is nothing to plot
+  path = compare_curves({"dpo": "/tmp/dpo", "ipo": "/tmp/ipo"}, "/tmp/dpo_vs_ipo.png")
 """
 
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 
 # Eval metrics first (the headline ones before the rest), then these train metrics when present.
 _EVAL_FIRST = ("eval/accuracy", "eval/judge_accuracy")
@@ -78,27 +81,82 @@ def write_curves(workdir: str, *, out_name: str = "curves.png") -> str | None:
   names = choose_panels(curves)
   if not names:
     return None
+  out = os.path.join(workdir, out_name)
+  draw_panels([(name, {"": curves[name]}) for name in names], out)
+  return out
+
+
+def compare_curves(runs: Mapping[str, str], out: str,
+                   metrics: Sequence[str] | None = None) -> str | None:
+  """Overlays several runs: one panel per metric, one line per run, to the PNG `out`.
+
+  Args:
+    runs: legend label -> run directory holding metrics.jsonl (a directory without one is an
+      error: a comparison that silently drops a run would mislead).
+    out: path of the PNG to write (its directory must exist).
+    metrics: the metrics to draw, in order; default: `choose_panels` of every metric any run
+      has. A metric that no run has as a curve (>= 2 points) is left out.
+
+  Returns:
+    `out`, or None when no metric has a curve in any run.
+  """
+  curves = {}
+  for label, workdir in runs.items():
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"run {label!r}: no metrics.jsonl in {workdir} (is it a workdir "
+                              "of a finished or running `launch/train.py`?)")
+    curves[label] = read_curves(path)
+  if metrics is None:
+    merged = {}
+    for run in curves.values():
+      for name, points in run.items():
+        if len(points) > len(merged.get(name, ())):
+          merged[name] = points
+    metrics = choose_panels(merged)
+  panels = [(name, {label: run[name] for label, run in curves.items()
+                    if len(run.get(name, ())) >= 2}) for name in metrics]
+  panels = [(name, lines) for name, lines in panels if lines]
+  if not panels:
+    return None
+  draw_panels(panels, out)
+  return out
+
+
+def draw_panels(panels: list[tuple[str, dict[str, list[tuple[int, float]]]]], out: str):
+  """Writes a grid of panels as one PNG (3.2 x 2.4 inches each at 100 dpi, 4 per row).
+
+  Args:
+    panels: [(title, {legend label: [(step, value)]})]; the label "" draws no legend.
+    out: path of the PNG.
+
+  Returns:
+    The matplotlib Figure (already saved).
+  """
   # Lazy: `import rewardjax` stays light. A bare Figure on the Agg canvas, not pyplot: no
   # display is needed, the caller's pyplot backend (e.g. a notebook's inline one) is left alone,
   # and no global figure list keeps it alive, so there is nothing to close.
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
 
-  columns = min(len(names), _COLUMNS)
-  rows = math.ceil(len(names) / columns)
+  columns = min(len(panels), _COLUMNS)
+  rows = math.ceil(len(panels) / columns)
   fig = Figure(figsize=(3.2 * columns, 2.4 * rows))
   FigureCanvasAgg(fig)
   axes = fig.subplots(rows, columns, squeeze=False)
-  for ax, name in zip(axes.flat, names):
-    steps, values = zip(*curves[name])
-    ax.plot(steps, values, marker="." if len(steps) <= 20 else None, linewidth=1.2)
+  for ax, (name, lines) in zip(axes.flat, panels):
+    for label, points in lines.items():
+      steps, values = zip(*points)
+      ax.plot(steps, values, marker="." if len(steps) <= 20 else None, linewidth=1.2,
+              label=label or None)
+    if any(lines):
+      ax.legend(fontsize=7)
     ax.set_title(name, fontsize=9)
     ax.set_xlabel("step", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
-  for ax in axes.flat[len(names):]:
+  for ax in axes.flat[len(panels):]:
     ax.set_visible(False)
   fig.tight_layout()
-  out = os.path.join(workdir, out_name)
   fig.savefig(out, dpi=100)
-  return out
+  return fig

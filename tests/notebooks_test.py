@@ -1,90 +1,106 @@
-"""Notebooks: each `notebooks/<name>.py` runs on tiny settings and its `.ipynb` is in sync.
+"""Notebooks: each `notebooks/<name>.ipynb` (the file Colab opens) executes top to bottom with
+nbclient on tiny settings, keeps an image, and is the jupytext twin of `notebooks/<name>.py`.
 
-The `.py` files are jupytext percent format (`# %%` code cells, `# %% [markdown]` cells whose
-lines start with "# "). `to_ipynb` is the small converter that writes the `.ipynb` twins;
-regenerate them after editing a notebook with `python tests/notebooks_test.py`.
+The `.py` files are jupytext percent scripts paired with their `.ipynb` (`formats:
+ipynb,py:percent` in the header). After editing a `.py`, regenerate its twin with
+`jupytext --sync notebooks/<name>.py` (`pip install -e ".[test]"` installs jupytext), or
+execute it in full settings and keep the outputs in the `.ipynb` (what GitHub shows):
+`python tests/notebooks_test.py grpo spark`.
 """
 
-import json
+import contextlib
 import os
 import pathlib
-import subprocess
+import re
 import sys
 
+import jax
+import jupytext
+import nbclient
+import nbformat
 import pytest
+
+from rewardjax import notebook
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
-TINY_ENV = {"REWARDJAX_NOTEBOOK_TINY": "1"}  # notebooks read it to pick tiny settings
-METADATA = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-            "language_info": {"name": "python"}}
+INSTALL_URL = "https://github.com/rewardjax/rewardjax.git"
 
 
-def _cell(kind: str, lines: list[str]) -> dict | None:
-  while lines and not lines[0].strip():
-    lines = lines[1:]
-  while lines and not lines[-1].strip():
-    lines = lines[:-1]
-  if not lines:
-    return None
-  if kind == "markdown":
-    lines = [line[2:] if line.startswith("# ") else line.lstrip("#") for line in lines]
-  source = [line + "\n" for line in lines[:-1]] + [lines[-1]]
-  cell = {"cell_type": kind, "metadata": {}, "source": source}
-  if kind == "code":
-    cell.update(execution_count=None, outputs=[])
-  return cell
+def _cells(nb) -> list[tuple[str, str]]:
+  return [(cell.cell_type, cell.source) for cell in nb.cells]
 
 
-def to_ipynb(text: str) -> dict:
-  """The notebook (nbformat 4) of a percent-format script; a leading `# ---` header is dropped."""
-  lines = text.splitlines()
-  if lines and lines[0] == "# ---":
-    lines = lines[lines.index("# ---", 1) + 1:]
-  cells, kind, current = [], "code", []
-  for line in lines:
-    if line.startswith("# %%"):
-      cells.append(_cell(kind, current))
-      kind, current = ("markdown" if "[markdown]" in line else "code"), []
-    else:
-      current.append(line)
-  cells.append(_cell(kind, current))
-  return {"cells": [c for c in cells if c is not None], "metadata": METADATA,
-          "nbformat": 4, "nbformat_minor": 4}
+def test_every_notebook_has_its_twin_and_the_install_cell():
+  assert len(NOTEBOOKS) >= 7, [p.name for p in NOTEBOOKS]
+  for path in NOTEBOOKS:
+    text = path.read_text(encoding="utf-8")
+    assert "formats: ipynb,py:percent" in text, f"{path.name}: not paired by jupytext"
+    assert INSTALL_URL in text and "notebook.setup(" in text, (
+        f"{path.name}: lacks the Colab install cell or the settings cell")
 
 
-def _dump(notebook: dict) -> str:
-  return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
-
-
-def test_converter_splits_cells():
-  nb = to_ipynb("# %% [markdown]\n# # Title\n# text\n\n# %%\nx = 1\n\ny = 2\n")
-  assert [c["cell_type"] for c in nb["cells"]] == ["markdown", "code"]
-  assert nb["cells"][0]["source"] == ["# Title\n", "text"]
-  assert nb["cells"][1]["source"] == ["x = 1\n", "\n", "y = 2"]
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_ipynb_in_sync(path):
   ipynb = path.with_suffix(".ipynb")
-  assert ipynb.exists(), f"{ipynb.name} missing: run `python tests/notebooks_test.py`"
-  assert ipynb.read_text(encoding="utf-8") == _dump(to_ipynb(path.read_text(encoding="utf-8"))), (
-      f"{ipynb.name} is out of sync with {path.name}: run `python tests/notebooks_test.py`")
+  hint = f"run `jupytext --sync notebooks/{path.name}`"
+  assert ipynb.exists(), f"{ipynb.name} missing: {hint}"
+  assert _cells(nbformat.read(ipynb, as_version=4)) == _cells(jupytext.read(path)), (
+      f"{ipynb.name} is out of sync with {path.name}: {hint}")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_on_tiny_settings(path, tmp_path):
-  env = {**os.environ, **TINY_ENV, "PYTHONPATH": str(ROOT),
-         "REWARDJAX_NOTEBOOK_WORKDIR": str(tmp_path)}
-  env.pop("XLA_FLAGS", None)
-  result = subprocess.run([sys.executable, str(path)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
-  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes_on_tiny_settings(path, tmp_path, monkeypatch):
+  nb = nbformat.read(path.with_suffix(".ipynb"), as_version=4)
+  # The kernel inherits this environment: tiny sizes, a workdir of the test's own, the test
+  # session's compilation cache (the notebooks compile the programs the smoke tests compiled),
+  # one CPU device unless the notebook asks for more, and the inline plot backend.
+  monkeypatch.setenv(notebook.TINY_ENV, "1")
+  monkeypatch.setenv(notebook.WORKDIR_ENV, str(tmp_path))
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", jax.config.jax_compilation_cache_dir)
+  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+  try:
+    execute(nb)
+  except nbclient.exceptions.CellExecutionError as e:
+    message = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # the kernel's traceback is coloured
+    pytest.fail(f"{path.with_suffix('.ipynb').name}: {message[-4000:]}", pytrace=False)
+  images = [output for cell in nb.cells if cell.cell_type == "code"
+            for output in cell.outputs if "image/png" in output.get("data", {})]
+  assert images, f"{path.with_suffix('.ipynb').name} drew no picture"
+
+
+def execute(nb) -> None:
+  """Runs `nb` in place in a fresh python3 kernel started in notebooks/, as Colab would (one
+  CPU device unless the notebook asks for more, the inline plot backend)."""
+  env = {**os.environ, "PYTHONPATH": str(ROOT),
+         "JAX_PLATFORMS": "cpu"}  # libtpu (the aot extra) is installed here, no TPU
+  for name in ("XLA_FLAGS", "MPLBACKEND"):
+    env.pop(name, None)
+  client = nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3",
+                                   resources={"metadata": {"path": str(ROOT / "notebooks")}})
+  with _environment(env):
+    client.execute()
+
+
+@contextlib.contextmanager
+def _environment(env):
+  """The kernel inherits os.environ at its start: set it for the call, then restore it."""
+  saved = dict(os.environ)
+  os.environ.clear()
+  os.environ.update(env)
+  try:
+    yield
+  finally:
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 if __name__ == "__main__":
-  for notebook in NOTEBOOKS:
-    notebook.with_suffix(".ipynb").write_text(
-        _dump(to_ipynb(notebook.read_text(encoding="utf-8"))), encoding="utf-8")
-    print("wrote", notebook.with_suffix(".ipynb"))
+  for name in sys.argv[1:]:
+    target = ROOT / "notebooks" / f"{name}.ipynb"
+    notebook_ = jupytext.read(target.with_suffix(".py"))
+    execute(notebook_)
+    jupytext.write(notebook_, target)
+    print("executed (full settings) and wrote", target)

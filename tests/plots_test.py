@@ -1,8 +1,13 @@
 """Tests for rewardjax.plots: reading metrics.jsonl, choosing panels, writing the PNG."""
 
 import json
+import pathlib
+
+import pytest
 
 from rewardjax import plots
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _write_metrics(path):
@@ -82,3 +87,57 @@ def test_metrics_summary_writes_curves_and_survives_a_plotting_error(tmp_path, c
     writer.summary(initial={"accuracy": 0.5}, final={"accuracy": 0.75})
   assert capsys.readouterr().out.splitlines()[-1] == "curves not written: no fonts"
   assert (tmp_path / "b" / "summary.json").exists()
+
+
+def _png_shape(path):
+  from matplotlib import image
+
+  return image.imread(str(path)).shape[:2]
+
+
+def test_compare_curves_overlays_runs_on_a_hand_written_pair(tmp_path, monkeypatch):
+  for name, scale in (("dpo", 1.0), ("ipo", 2.0)):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "time": 0.0, "train/loss": scale / (s + 1),
+                    "eval/accuracy": 0.1 * s * scale}) + "\n" for s in range(4)))
+  figures = []
+  draw = plots.draw_panels
+  monkeypatch.setattr(plots, "draw_panels", lambda *a: figures.append(draw(*a)) or figures[-1])
+  out = tmp_path / "compare.png"
+  runs = {"dpo": str(tmp_path / "dpo"), "ipo": str(tmp_path / "ipo")}
+  assert plots.compare_curves(runs, str(out)) == str(out)
+  assert _png_shape(out) == (240, 640)  # two panels in one row, 320 x 240 pixels each
+  axes = [ax for ax in figures[0].axes if ax.get_visible()]
+  assert [ax.get_title() for ax in axes] == ["eval/accuracy", "train/loss"]
+  lines = {line.get_label(): line.get_ydata().tolist() for line in axes[1].get_lines()}
+  assert lines == {"dpo": [1.0, 0.5, 1 / 3, 0.25], "ipo": [2.0, 1.0, 2 / 3, 0.5]}
+  # A chosen metric only one run has is drawn for that run; one no run has is left out.
+  (tmp_path / "ipo" / "metrics.jsonl").write_text(
+      '{"step": 0, "eval/accuracy": 0.0}\n{"step": 1, "eval/accuracy": 1.0}\n')
+  plots.compare_curves(runs, str(out), metrics=["train/loss", "train/nothing"])
+  assert [line.get_label() for line in figures[-1].axes[0].get_lines()] == ["dpo"]
+  assert len([ax for ax in figures[-1].axes if ax.get_visible()]) == 1
+  assert plots.compare_curves(runs, str(out), metrics=["train/nothing"]) is None
+  with pytest.raises(FileNotFoundError, match="run 'x': no metrics.jsonl"):
+    plots.compare_curves({"x": str(tmp_path)}, str(out))
+
+
+def test_launch_plot_one_run_and_several(tmp_path):
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("plot_cli", ROOT / "launch" / "plot.py")
+  cli = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(cli)
+  _write_metrics(tmp_path / "metrics.jsonl")
+  assert cli.plot([str(tmp_path)]) == str(tmp_path / "curves.png")
+  assert _png_shape(tmp_path / "curves.png") == (240, 640)  # eval/accuracy, train/loss
+  other = tmp_path / "other"
+  other.mkdir()
+  _write_metrics(other / "metrics.jsonl")
+  out = cli.plot([str(tmp_path), str(other)], metrics=["train/loss"])
+  assert out == str(tmp_path / "compare.png") and _png_shape(out) == (240, 320)
+  with pytest.raises(SystemExit, match="no metrics.jsonl there"):
+    cli.plot([str(tmp_path / "missing")])
+  with pytest.raises(SystemExit, match="nothing to draw"):
+    cli.plot([str(tmp_path)], metrics=["eval/none"])

@@ -79,6 +79,8 @@ def test_dpo_and_reward_model_smoke_runs(tmp_path):
   lines = [json.loads(line) for line in open(tmp_path / "dpo" / "metrics.jsonl")]
   first = [line for line in lines if line["step"] == 1 and "train/loss" in line][0]
   np.testing.assert_allclose(first["train/loss"], np.log(2.0), rtol=1e-5)
+  # The workdir holds the run's picture (one panel per curve of metrics.jsonl).
+  assert (tmp_path / "dpo" / "curves.png").read_bytes().startswith(b"\x89PNG")
   rm = train.run(_smoke(reward_model_config), str(tmp_path / "rm"))
   assert 0.0 <= rm["final/pair_accuracy"] <= 1.0
   assert rm["final/reward_margin"] != rm["initial/reward_margin"]  # the head was trained
