@@ -123,6 +123,48 @@ def compare_curves(runs: Mapping[str, str], out: str,
   return out
 
 
+def plot_runs(workdirs: Sequence[str], out: str = "",
+              metrics: Sequence[str] | None = None) -> str:
+  """What `launch/plot.py` draws: `write_curves` of one run, or `compare_curves` of several.
+
+  Args:
+    workdirs: run directories holding metrics.jsonl (labels: their last path components).
+    out: output PNG; default `<workdir>/curves.png` for one run without `metrics`, else
+      `<first workdir>/compare.png` (several runs) or `<workdir>/curves.png` (one, chosen
+      metrics).
+    metrics: metrics to draw (default: `choose_panels`).
+
+  Returns:
+    The PNG's path.
+
+  Raises:
+    FileNotFoundError: a workdir has no metrics.jsonl.
+    ValueError: no chosen metric has two or more points.
+  """
+  for workdir in workdirs:
+    if not os.path.isfile(os.path.join(workdir, "metrics.jsonl")):
+      raise FileNotFoundError(f"--workdir={workdir}: no metrics.jsonl there; pass the directory "
+                              "a `launch/train.py --workdir=...` run wrote.")
+  if len(workdirs) == 1 and not metrics:
+    path = write_curves(workdirs[0], out_name=os.path.basename(out) or "curves.png")
+    if path and out and os.path.abspath(path) != os.path.abspath(out):
+      os.replace(path, out)
+      path = out
+  else:
+    labels = [os.path.basename(os.path.normpath(w)) or w for w in workdirs]
+    if len(set(labels)) < len(labels):  # same leaf name in different folders: full paths
+      labels = list(workdirs)
+    path = compare_curves(
+        dict(zip(labels, workdirs)),
+        out or os.path.join(workdirs[0], "compare.png" if len(workdirs) > 1 else "curves.png"),
+        metrics)
+  if path is None:
+    chosen = " of " + ",".join(metrics) if metrics else ""
+    raise ValueError(f"nothing to draw: no metric{chosen} has two or more logged points in "
+                     + ", ".join(workdirs))
+  return path
+
+
 def draw_panels(panels: list[tuple[str, dict[str, list[tuple[int, float]]]]], out: str):
   """Writes a grid of panels as one PNG (3.2 x 2.4 inches each at 100 dpi, 4 per row).
 

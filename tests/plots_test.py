@@ -2,6 +2,8 @@
 
 import json
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -123,21 +125,27 @@ def test_compare_curves_overlays_runs_on_a_hand_written_pair(tmp_path, monkeypat
     plots.compare_curves({"x": str(tmp_path)}, str(out))
 
 
-def test_launch_plot_one_run_and_several(tmp_path):
-  import importlib.util
-
-  spec = importlib.util.spec_from_file_location("plot_cli", ROOT / "launch" / "plot.py")
-  cli = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(cli)
+def test_plot_runs_one_run_and_several(tmp_path):
   _write_metrics(tmp_path / "metrics.jsonl")
-  assert cli.plot([str(tmp_path)]) == str(tmp_path / "curves.png")
+  assert plots.plot_runs([str(tmp_path)]) == str(tmp_path / "curves.png")
   assert _png_shape(tmp_path / "curves.png") == (240, 640)  # eval/accuracy, train/loss
   other = tmp_path / "other"
   other.mkdir()
   _write_metrics(other / "metrics.jsonl")
-  out = cli.plot([str(tmp_path), str(other)], metrics=["train/loss"])
+  out = plots.plot_runs([str(tmp_path), str(other)], metrics=["train/loss"])
   assert out == str(tmp_path / "compare.png") and _png_shape(out) == (240, 320)
-  with pytest.raises(SystemExit, match="no metrics.jsonl there"):
-    cli.plot([str(tmp_path / "missing")])
-  with pytest.raises(SystemExit, match="nothing to draw"):
-    cli.plot([str(tmp_path)], metrics=["eval/none"])
+  with pytest.raises(FileNotFoundError, match="no metrics.jsonl there"):
+    plots.plot_runs([str(tmp_path / "missing")])
+  with pytest.raises(ValueError, match="nothing to draw"):
+    plots.plot_runs([str(tmp_path)], metrics=["eval/none"])
+
+
+def test_launch_plot_command(tmp_path):
+  _write_metrics(tmp_path / "metrics.jsonl")
+  command = [sys.executable, str(ROOT / "launch" / "plot.py"), f"--workdir={tmp_path}"]
+  result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip().endswith("curves.png")
+  result = subprocess.run(command[:2] + [f"--workdir={tmp_path}/none"], capture_output=True,
+                          text=True, cwd=ROOT)
+  assert result.returncode == 1 and "no metrics.jsonl there" in result.stderr
