@@ -4,6 +4,7 @@ import itertools
 import json
 import sys
 import types
+import warnings
 
 import jax.numpy as jnp
 import numpy as np
@@ -51,6 +52,19 @@ def test_load_tokenizer_is_local_only(tmp_path):
     tokenizers.load_tokenizer(str(tmp_path / "missing"))
 
 
+def test_load_tokenizer_names_a_directory_without_tokenizer_files_and_the_fix(tmp_path):
+  # An empty dir used to fail inside transformers with a message about sentencepiece.
+  fix = (r"point --config\.model\.checkpoint / --config\.model\.tokenizer at a Hugging Face "
+         r"model directory.*or leave both empty for the built-in char tokenizer")
+  with pytest.raises(FileNotFoundError,
+                     match=rf"{tmp_path} holds no tokenizer: none of \['tokenizer\.json', "
+                           rf"'tokenizer_config\.json'.*\(files: \[\]\); {fix}"):
+    tokenizers.load_tokenizer(str(tmp_path))
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+  with pytest.raises(FileNotFoundError, match=r"\(files: \['config\.json'\]\)"):
+    tokenizers.load_tokenizer(str(tmp_path))
+
+
 def test_check_vocab_names_both_sizes_and_fix(tok):
   tokenizers.check_vocab(tok, 100)
   with pytest.raises(ValueError, match=r"100 tokens.*vocab_size is 99.*vocab_size >= 100"):
@@ -72,10 +86,51 @@ def test_encode_prompts_left_pads_and_buckets(tok):
   assert tokenizers.encode_prompts(tok, ["1" * 16])[0].shape == (1, 32)
 
 
-def test_encode_prompts_truncates_on_the_left(tok):
-  tokens, mask = tokenizers.encode_prompts(tok, ["123456789+1="], bucket=8, max_length=6)
-  assert tokens.shape == (1, 6) and mask.sum() == 6
-  assert tok.decode(tokens[0]) == "789+1="                           # the question's end is kept
+@pytest.fixture
+def warned(monkeypatch):
+  """Marks the once-per-process truncation warning as given (restored after the test)."""
+  monkeypatch.setattr(tokenizers, "_warned_truncation", True)
+
+
+def test_encode_prompts_truncates_on_the_left_keeping_bos(tok, warned):
+  tokens, mask = tokenizers.encode_prompts(tok, ["123456789+1=", "1+1="], bucket=8,
+                                           max_length=6)
+  assert tokens.shape == (2, 6) and mask.sum(axis=1).tolist() == [6, 5]
+  # bos + the last 5 tokens: the question's end is kept, and so is the first-position BOS.
+  assert tokens[0, 0] == tok.bos_token_id
+  assert tok.decode(tokens[0], skip_special_tokens=True) == "89+1="
+  assert tokens[1, 1:].tolist() == tok("1+1=")["input_ids"]          # short rows are untouched
+  # Without a BOS (add_special_tokens=False) the row is just its last max_length tokens.
+  plain, _ = tokenizers.encode_prompts(tok, ["123456789+1="], max_length=6,
+                                       add_special_tokens=False)
+  assert tok.decode(plain[0]) == "789+1="
+  one, _ = tokenizers.encode_prompts(tok, ["12"], max_length=1)
+  assert one.tolist() == [[tok.convert_tokens_to_ids("2")]]           # no room for BOS + text
+  with pytest.raises(ValueError, match="max_length must be >= 1"):
+    tokenizers.encode_prompts(tok, ["12"], max_length=0)
+
+
+def test_truncated_prompts_are_counted_process_wide(tok, warned):
+  before = tokenizers.truncated_prompt_count()
+  tokenizers.encode_prompts(tok, ["1" * 10, "1+1=", "2" * 7, "3" * 6], max_length=6)
+  assert tokenizers.truncated_prompt_count() == before + 3           # 11, 8 and 7 tokens > 6
+  tokenizers.encode_prompts(tok, ["1" * 10], max_length=6)
+  tokenizers.encode_prompts(tok, ["1" * 10])                          # no limit: nothing cut
+  tokenizers.encode_prompts(tok, ["1" * 10], max_length=11)           # fits exactly
+  assert tokenizers.truncated_prompt_count() == before + 4
+
+
+def test_truncation_warns_once_per_process_with_lengths_and_fix(tok, monkeypatch):
+  monkeypatch.setattr(tokenizers, "_warned_truncation", False)
+  with pytest.warns(UserWarning, match=r"2 of 3 prompts are longer than max_length=8 tokens "
+                    r"\(lengths up to 21\).*--config\.data\.max_prompt_length=32") as record:
+    tokenizers.encode_prompts(tok, ["1" * 20, "1+1=", "2" * 9], max_length=8)
+  assert len(record) == 1
+  with warnings.catch_warnings(record=True) as later:
+    warnings.simplefilter("always")                                   # would show any repeat
+    tokenizers.encode_prompts(tok, ["1" * 20], max_length=8)
+    tokenizers.encode_prompts(tok, ["4" * 30], max_length=8)
+  assert not [w for w in later if "max_length" in str(w.message)]
 
 
 def test_completions_encode_decode_round_trip(tok):
@@ -238,6 +293,8 @@ def test_load_jsonl_records(tmp_path):
      r"bad\.jsonl, line 1: field 'rejected' is empty"),
     ([{"prompt": "p", "answer": "1"}, '{"prompt": "p",'], "answer",
      r"bad\.jsonl, line 2: invalid JSON"),
+    (["[", {"prompt": "p", "answer": "1"}, "]"], "answer",
+     r"bad\.jsonl, line 1: invalid JSON .*one complete JSON object per line"),
     ([{"prompt": 5, "answer": "1"}], "answer",
      r"bad\.jsonl, line 1: field 'prompt' must be a string or a list of messages, got int"),
     ([["p", "1"]], "answer", r"bad\.jsonl, line 1: expected an object"),
@@ -247,6 +304,18 @@ def test_load_jsonl_errors_name_file_line_and_field(tmp_path, rows, kind, patter
   with pytest.raises(ValueError, match=pattern) as e:
     loaders.load_jsonl(path, kind=kind)
   assert str(tmp_path) in str(e.value)
+
+
+def test_load_jsonl_names_non_utf8_line_and_the_fix(tmp_path):
+  path = tmp_path / "latin1.jsonl"
+  path.write_bytes(b'{"prompt": "1+1=", "answer": "2"}\n\n'
+                   + '{"prompt": "café 1+2=", "answer": "3"}\n'.encode("latin-1"))
+  with pytest.raises(ValueError, match=rf"{path}, line 3: byte 0xe9 .* is not UTF-8; "
+                                       r"re-encode the file as UTF-8"):
+    loaders.load_jsonl(path)
+  # A UTF-8 byte-order mark (some editors write one) is not an error.
+  path.write_bytes(b"\xef\xbb\xbf" + '{"prompt": "café", "answer": "1"}\n'.encode())
+  assert loaders.load_jsonl(path) == [{"prompt": "café", "answer": "1"}]
 
 
 def test_load_jsonl_rejects_unknown_kind_and_empty_file(tmp_path):

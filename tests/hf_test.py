@@ -8,6 +8,7 @@ would make an absolute tolerance meaningless), and saved to a temporary director
 
 import functools
 import json
+import re
 import shutil
 
 import jax
@@ -20,6 +21,7 @@ from flax import nnx
 from safetensors.numpy import load_file
 
 from rewardjax.models import hf as hf_lib
+from rewardjax.models import hf_reward
 from rewardjax.models.transformer import ModelConfig, Transformer, rope_frequencies
 
 torch.set_num_threads(1)
@@ -240,6 +242,53 @@ def test_error_missing_files(build, tmp_path):
   (tmp_path / "pytorch_model.bin").write_bytes(b"")
   with pytest.raises(FileNotFoundError, match=r"only pytorch_model\*\.bin .*convert.*"
                                               r"safe_serialization=True"):
+    hf_lib.from_pretrained(tmp_path)
+
+
+def _cut_to_half(path):
+  with open(path, "r+b") as f:
+    f.truncate(path.stat().st_size // 2)
+
+
+FIX = "re-download it or re-export the model"
+
+
+def test_error_truncated_or_corrupt_weights_name_the_file_and_the_fix(build, tmp_path):
+  """safetensors alone says "Error while deserializing header", naming no file."""
+  directory = _copy_with_config(build("qwen2"), tmp_path)
+  weights = directory / hf_lib.SINGLE_FILE
+  intact = weights.read_bytes()
+  _cut_to_half(weights)
+  truncated = rf"{re.escape(str(weights))} is truncated: \d+ of the \d+ bytes its header " \
+              rf"describes \(\d+%\); {FIX}"
+  for load in (hf_lib.from_pretrained, hf_reward.load_reward_model):
+    with pytest.raises(ValueError, match=truncated):
+      load(directory)
+  weights.write_bytes(intact[:8] + b"garbage!" + intact[16:])         # a garbled header
+  with pytest.raises(ValueError, match=rf"{re.escape(str(weights))} is corrupt: its safetensors "
+                                       rf"header is unreadable .*; {FIX}"):
+    hf_lib.from_pretrained(directory)
+  weights.write_bytes(intact + b"\0")                                 # a stray trailing byte
+  with pytest.raises(ValueError, match=rf"is corrupt: {len(intact) + 1} bytes, but its header "
+                                       rf"describes {len(intact)}"):
+    hf_lib.from_pretrained(directory)
+  weights.write_bytes(intact)
+  (directory / "config.json").write_text('{"architectures": ["Qwen2ForCausalLM"],')
+  with pytest.raises(ValueError, match=rf"config\.json is corrupt: not valid JSON .*; {FIX}"):
+    hf_lib.from_pretrained(directory)
+
+
+def test_error_truncated_shard_or_corrupt_index_is_named(build, tmp_path):
+  hf_lib.save_pretrained(hf_lib.from_pretrained(build("llama3")["dir"]), tmp_path,
+                         max_shard_size="20KB")
+  index = tmp_path / hf_lib.INDEX_FILE
+  shard = tmp_path / sorted(set(json.loads(index.read_text())["weight_map"].values()))[1]
+  _cut_to_half(shard)
+  with pytest.raises(ValueError, match=rf"{re.escape(str(shard))} is truncated: .*; {FIX}"):
+    hf_lib.from_pretrained(tmp_path)
+  index.write_text('{"metadata": {}}')
+  with pytest.raises(ValueError, match=rf"{hf_lib.INDEX_FILE} is corrupt: it has no "
+                                       rf"\"weight_map\" object; {FIX}"):
     hf_lib.from_pretrained(tmp_path)
 
 

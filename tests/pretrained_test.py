@@ -7,6 +7,7 @@ re-run, so a change to the code or data that the shipped model came from is caug
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -64,6 +65,40 @@ def test_corrupted_or_missing_file_is_named_with_the_rebuild_command(tmp_path):
   (target / pretrained.MANIFEST).write_text("{not json")
   with pytest.raises(ValueError, match=r"is corrupted.*configs/pretrain\.py"):
     pretrained.verify(str(target))
+
+
+def test_a_model_directory_without_a_manifest_is_checked_too(tmp_path):
+  """A user's --config.model.checkpoint: no manifest, but config.json and whole weights."""
+  target = _copy(tmp_path)
+  os.remove(target / pretrained.MANIFEST)
+  assert pretrained.verify(str(target)) is None
+  weights = target / "model.safetensors"
+  with open(weights, "r+b") as f:
+    f.truncate(weights.stat().st_size // 2)
+  with pytest.raises(ValueError, match=rf"{re.escape(str(weights))} is truncated: .*"
+                                       r"re-download it or re-export the model"):
+    pretrained.verify(str(target))
+  os.remove(weights)
+  with pytest.raises(FileNotFoundError, match=r"no model\.safetensors or "
+                                              r"model\.safetensors\.index\.json in"):
+    pretrained.verify(str(target))
+  fix = r"point --config\.model\.checkpoint at a Hugging Face model directory"
+  os.remove(target / "config.json")
+  with pytest.raises(FileNotFoundError, match=rf"{target} has no config\.json.*{fix}"):
+    pretrained.verify(str(target))
+  with pytest.raises(FileNotFoundError, match=rf"{tmp_path / 'gone'} does not exist; {fix}"):
+    pretrained.verify(str(tmp_path / "gone"))
+
+
+def test_a_run_from_an_empty_checkpoint_directory_names_it_and_the_fix(tmp_path):
+  # It used to fail in the tokenizer loader with a message about sentencepiece.
+  (tmp_path / "empty").mkdir()
+  config = grpo.get_config()
+  config.model.checkpoint = str(tmp_path / "empty")
+  with pytest.raises(FileNotFoundError, match=r"empty has no config\.json, so it is not a Hugging "
+                     r"Face model directory \(files: \[\]\); point --config\.model\.checkpoint"):
+    train.run(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
 
 
 def test_missing_shipped_directory_is_named(monkeypatch, tmp_path):

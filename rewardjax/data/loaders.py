@@ -94,18 +94,29 @@ def load_jsonl(path: str | os.PathLike, *, kind: str = "answer",
   """Reads one record per line (blank lines skipped); see `validate_record` for the checks.
 
   Raises:
-    ValueError: "<path>, line <n>: ..." for invalid JSON, a missing or empty field; or no records.
+    ValueError: "<path>, line <n>: ..." for bytes that are not UTF-8, invalid JSON, a missing or
+      empty field; or no records.
   """
   records = []
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, start=1):
+  # Bytes, decoded line by line: a text-mode read raises UnicodeDecodeError at an offset in its
+  # read buffer, naming neither the file, the line nor the fix.
+  with open(path, "rb") as f:
+    for lineno, raw in enumerate(f, start=1):
+      where = f"{os.fspath(path)}, line {lineno}"
+      try:  # utf-8-sig on line 1 drops the byte-order mark some editors write
+        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+      except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{where}: byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line is not "
+            "UTF-8; re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 in.jsonl > "
+            "out.jsonl` (latin1 being its actual encoding)") from None
       if not line.strip():
         continue
-      where = f"{os.fspath(path)}, line {lineno}"
       try:
         record = json.loads(line)
       except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); JSONL needs one "
+                         "complete JSON object per line") from None
       records.append(validate_record(record, kind=kind, where=where, field_map=field_map))
   if not records:
     raise ValueError(f"{os.fspath(path)}: no records")

@@ -9,12 +9,17 @@ tiny built-in models and real Hugging Face models go through the same code. Ids:
 Prompts are LEFT-padded (the model derives positions from `cumsum(mask) - 1`, so padding does not
 shift RoPE) and completions RIGHT-padded, which is the layout `rollouts.generate` produces. The
 padded length is rounded up to a multiple of `bucket` so jitted code sees few distinct shapes.
+
+Prompts longer than `max_length` are cut from the left (keeping a leading `<bos>`), counted in a
+process-wide counter (`truncated_prompt_count`, logged as `data/truncated_prompts`) and warned
+about once per process, so a too-small `--config.data.max_prompt_length` is never silent.
 """
 
 import json
 import math
 import os
 import string
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +33,16 @@ CHAR_ALPHABET = string.digits + string.ascii_letters + string.punctuation + " \n
 # Classes whose tokenizer.json is the whole pipeline. AutoTokenizer may instead rebuild a model
 # family's tokenizer from config.json (e.g. Qwen2Tokenizer, which drops our spaces).
 _GENERIC_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+# The files AutoTokenizer builds a tokenizer from (fast, BPE, WordPiece, SentencePiece); on a
+# directory with none of them it fails deep inside transformers, naming neither.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json",
+                   "vocab.txt", "spiece.model")
+_TOKENIZER_FIX = ("point --config.model.checkpoint / --config.model.tokenizer at a Hugging Face "
+                  "model directory (as written by save_pretrained), or leave both empty for the "
+                  "built-in char tokenizer")
+# Process-wide: prompt rows `encode_prompts` has truncated, and whether that was warned about.
+_truncated_prompts = 0
+_warned_truncation = False
 
 
 def char_tokenizer(*, add_bos: bool = True) -> PreTrainedTokenizerFast:
@@ -72,10 +87,20 @@ def load_tokenizer(path_or_name: str) -> PreTrainedTokenizerBase:
     since `AutoTokenizer` would rebuild a model family's tokenizer from `config.json`.
 
   Raises:
-    FileNotFoundError: nothing local matches `path_or_name`.
+    FileNotFoundError: nothing local matches `path_or_name`, or it is a directory holding none
+      of `TOKENIZER_FILES`; the message names the directory and the fix.
+    ValueError: naming the directory, when transformers cannot build its tokenizer.
   """
   if path_or_name == "char":
     return char_tokenizer()
+  # Checked here because AutoTokenizer on a directory without tokenizer files raises an unrelated
+  # ValueError about sentencepiece / tiktoken that names neither the directory nor the fix.
+  if os.path.isdir(path_or_name) and not any(
+      os.path.isfile(os.path.join(path_or_name, f)) for f in TOKENIZER_FILES):
+    present = sorted(os.listdir(path_or_name))
+    raise FileNotFoundError(
+        f"{path_or_name} holds no tokenizer: none of {list(TOKENIZER_FILES)} is there (files: "
+        f"{present}); {_TOKENIZER_FIX}")
   config_path = os.path.join(path_or_name, "tokenizer_config.json")
   if os.path.isfile(config_path):
     with open(config_path, encoding="utf-8") as f:
@@ -87,7 +112,9 @@ def load_tokenizer(path_or_name: str) -> PreTrainedTokenizerBase:
   except OSError as e:
     raise FileNotFoundError(
         f"no local tokenizer at {path_or_name!r}: rewardjax never downloads; pass a directory "
-        "holding tokenizer.json / tokenizer_config.json, or 'char'") from e
+        f"holding tokenizer.json / tokenizer_config.json, or 'char'; {_TOKENIZER_FIX}") from e
+  except ValueError as e:
+    raise ValueError(f"{path_or_name}: transformers could not build its tokenizer: {e}") from e
 
 
 def check_vocab(tokenizer: PreTrainedTokenizerBase, model_vocab_size: int) -> None:
@@ -145,6 +172,41 @@ def _pad(rows: list[list[int]], length: int, pad_id: int,
   return tokens_BxS, mask_BxS
 
 
+def truncated_prompt_count() -> int:
+  """Prompt rows `encode_prompts` has cut to `max_length` in this process so far (cumulative).
+
+  Every caller counts (training batches, evaluation, judge prompts); the training loop logs it
+  as `data/truncated_prompts`.
+  """
+  return _truncated_prompts
+
+
+def _truncate_left(row: list[int], max_length: int, bos_id: int | None) -> list[int]:
+  if len(row) <= max_length:
+    return row
+  if bos_id is not None and row[0] == bos_id and max_length > 1:
+    return row[:1] + row[len(row) - max_length + 1:]
+  return row[len(row) - max_length:]
+
+
+def _record_truncation(lengths: list[int], max_length: int, bucket: int) -> None:
+  global _truncated_prompts, _warned_truncation
+  long = [n for n in lengths if n > max_length]
+  if not long:
+    return
+  _truncated_prompts += len(long)
+  if _warned_truncation:  # once per process; the counter carries the rest
+    return
+  _warned_truncation = True
+  warnings.warn(
+      f"{len(long)} of {len(lengths)} prompts are longer than max_length={max_length} tokens "
+      f"(lengths up to {max(long)}) and lose their beginning (left truncation keeps the last "
+      f"tokens and a leading BOS); to keep them whole raise the limit, e.g. "
+      f"--config.data.max_prompt_length={bucketed_length(max(long), bucket)} for training "
+      "prompts. Warned once per process; tokenizers.truncated_prompt_count() (the metric "
+      "data/truncated_prompts) counts every truncated prompt.", stacklevel=3)
+
+
 def encode_prompts(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
@@ -160,7 +222,12 @@ def encode_prompts(
     prompts: B prompt strings, already chat-formatted if the model needs it.
     bucket: S is the longest prompt rounded up to a multiple of `bucket`.
     max_length: if set, longer prompts keep their LAST max_length tokens (TRL's left
-      truncation: the end of a prompt holds the question) and S <= max_length.
+      truncation: the end of a prompt holds the question) and S <= max_length. A row that
+      starts with the BOS token (prepended by the tokenizer, e.g. the char tokenizer's `<bos>`,
+      or written by a chat template) keeps it first: bos + its last max_length - 1 tokens. The
+      model saw BOS at position 0 in every training sequence, so a row without it would be out
+      of distribution exactly on the longest prompts. Truncated rows are counted
+      (`truncated_prompt_count`) and warned about once per process.
     add_special_tokens: let the tokenizer add its specials (the char tokenizer's `<bos>`).
 
   Returns:
@@ -176,7 +243,10 @@ def encode_prompts(
     raise ValueError("encode_prompts needs at least one prompt")
   rows = tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
   if max_length is not None:
-    rows = [row[max(0, len(row) - max_length):] for row in rows]
+    if max_length < 1:
+      raise ValueError(f"max_length must be >= 1 (or None), got {max_length}")
+    _record_truncation([len(row) for row in rows], max_length, bucket)
+    rows = [_truncate_left(row, max_length, tokenizer.bos_token_id) for row in rows]
   length = bucketed_length(max(len(r) for r in rows), bucket, max_length)
   return _pad(rows, length, pad_token_id(tokenizer), left=True)
 

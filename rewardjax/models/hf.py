@@ -14,6 +14,11 @@ the checkpoint has parts this model would silently drop (e.g. an MLP bias). Tole
 model's `lm_head.weight` (transformers ignores it too) and legacy `rotary_emb.inv_freq` buffers.
 Biases HF always has but the rewardjax config lacks (Qwen2 without `qkv_bias`, Llama/Qwen3
 `o_proj.bias` under `attention_bias`) are written as zeros and must be zero on load.
+
+Damaged files: a safetensors file cut short (an interrupted download or copy) or with a garbled
+header, and an unparsable config.json or shard index, raise ValueError naming the file and the
+fix (re-download / re-export) before any tensor is read; safetensors alone says only "Error
+while deserializing header".
 """
 
 import dataclasses
@@ -59,6 +64,7 @@ _TOLERATED = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 _SHARD_FILE = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+_REFETCH = "re-download it or re-export the model (save_pretrained)"
 _UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
@@ -347,20 +353,69 @@ def hf_state_from_params(params: Any, config: ModelConfig) -> dict[str, np.ndarr
   return out
 
 
+def check_safetensors(path: str) -> None:
+  """Raises ValueError naming `path` if it is not a complete safetensors file.
+
+  Reads only the header: 8 bytes little-endian N, N bytes of JSON whose tensors'
+  `data_offsets` [begin, end] index the data that follows, so a complete file has exactly
+  8 + N + max(end) bytes. Fewer means it was cut short (an interrupted download or copy).
+
+  Raises:
+    ValueError: "<path> is truncated ..." or "<path> is corrupt ...", with the fix.
+  """
+  size = os.path.getsize(path)
+  with open(path, "rb") as f:
+    head = f.read(8)
+    header_len = int.from_bytes(head, "little")
+    if len(head) < 8 or 8 + header_len > size:
+      raise ValueError(f"{path} is truncated or corrupt: {size} bytes, too few for its safetensors "
+                       f"header; {_REFETCH}")
+    try:
+      header = json.loads(f.read(header_len))
+      ends = [int(entry["data_offsets"][1]) for name, entry in header.items()
+              if name != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+      raise ValueError(f"{path} is corrupt: its safetensors header is unreadable ({e}); "
+                       f"{_REFETCH}") from None
+  expected = 8 + header_len + max(ends, default=0)
+  if size < expected:
+    raise ValueError(f"{path} is truncated: {size} of the {expected} bytes its header describes "
+                     f"({100 * size // expected}%); {_REFETCH}")
+  if size > expected:
+    raise ValueError(f"{path} is corrupt: {size} bytes, but its header describes {expected}; "
+                     f"{_REFETCH}")
+
+
+def _read_json(path: str) -> Any:
+  """`json.load` of `path`; a parse error names the file (json's own message does not)."""
+  with open(path, encoding="utf-8") as f:
+    try:
+      return json.load(f)
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+      raise ValueError(f"{path} is corrupt: not valid JSON ({e}); {_REFETCH}") from None
+
+
 def _weight_files(directory: str) -> dict[str, str]:
-  """Tensor name -> safetensors file, from the single file or the shard index."""
+  """Tensor name -> safetensors file, from the single file or the shard index.
+
+  Every file is checked with `check_safetensors` first, so damage is named before any read.
+  """
   single, index = os.path.join(directory, SINGLE_FILE), os.path.join(directory, INDEX_FILE)
   if os.path.exists(single):
+    check_safetensors(single)
     with safe_open(single, framework="numpy") as f:
       return {name: single for name in f.keys()}
   if os.path.exists(index):
-    with open(index) as f:
-      weight_map = json.load(f)["weight_map"]
-    files = {name: os.path.join(directory, file) for name, file in weight_map.items()}
+    index_json = _read_json(index)
+    if not isinstance(index_json, dict) or not isinstance(index_json.get("weight_map"), dict):
+      raise ValueError(f"{index} is corrupt: it has no \"weight_map\" object; {_REFETCH}")
+    files = {name: os.path.join(directory, file)
+             for name, file in index_json["weight_map"].items()}
     for file in sorted(set(files.values())):
       if not os.path.exists(file):
         raise FileNotFoundError(f"{index} lists shard {os.path.basename(file)!r}, which is "
                                 f"missing from {directory}")
+      check_safetensors(file)
     return files
   present = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
   if any(f.startswith("pytorch_model") and f.endswith((".bin", ".bin.index.json"))
@@ -400,14 +455,14 @@ def from_pretrained(directory: str | os.PathLike, *, dtype: Any = None, param_dt
   Raises:
     FileNotFoundError: no config.json, no safetensors (pytorch .bin only: says how to convert),
       or a shard listed in the index is absent.
-    ValueError: prefixed with the offending file; see `config_from_hf`, `params_from_hf_state`.
+    ValueError: prefixed with the offending file: a truncated or corrupt safetensors file (see
+      `check_safetensors`), config.json or index; see `config_from_hf`, `params_from_hf_state`.
   """
   directory = os.fspath(directory)
   config_path = os.path.join(directory, "config.json")
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"no config.json in {directory}; expected a Hugging Face model dir")
-  with open(config_path) as f:
-    hf_config = json.load(f)
+  hf_config = _read_json(config_path)
   try:
     config = config_from_hf(hf_config)
   except ValueError as e:
