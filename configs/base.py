@@ -12,7 +12,7 @@ import dataclasses
 import ml_collections
 
 from configs import common
-from rewardjax import algorithms, pretrained
+from rewardjax import algorithms, guards, pretrained
 from rewardjax.evaluation import reward_eval
 from rewardjax.rewards import sources
 
@@ -84,6 +84,9 @@ def get_config(smoke: bool = False, size: str = "tiny",
       eval_every=50, eval_batch_size=128, export_hf=True))
 
   c.checkpoint = ml_collections.ConfigDict(dict(every=25, keep=2, async_save=True))
+  # Divergence guard (rewardjax.guards.GuardOptions): `patience` consecutive steps with a
+  # non-finite loss or a metric beyond its bound stop the run; patience=0 turns it off.
+  c.guard = ml_collections.ConfigDict(dataclasses.asdict(guards.GuardOptions()))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.distributed = ml_collections.ConfigDict(dict(
       initialize=False, coordinator_address="", num_processes=0, process_id=-1))

@@ -44,7 +44,16 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   workdir = _WORKDIR.value or os.path.join(
       "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
-  train_config(_CONFIG.value, workdir)
+  from rewardjax import guards  # noqa: PLC0415
+
+  try:
+    train_config(_CONFIG.value, workdir)
+  except guards.Preempted as stopped:  # saved; the scheduler's convention: 128 + signal
+    print(f"rewardjax: {stopped}", file=sys.stderr)
+    sys.exit(128 + stopped.signum)
+  except (guards.Diverged, guards.WorkdirLockedError) as error:  # the message says it all
+    print(f"rewardjax: {error}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

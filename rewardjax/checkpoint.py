@@ -44,7 +44,7 @@ LATER_FIELDS = {"model.lora_rank": 0, "model.lora_alpha": 16.0,
                 "model.lora_targets": "q,k,v,o,gate,up,down", "model.remat": "none",
                 "model.rope_type": "default", "model.rope_factor": 1.0,
                 "model.rope_low_freq_factor": 1.0, "model.rope_high_freq_factor": 4.0,
-                "model.rope_original_max_position": 8192}
+                "model.rope_original_max_position": 8192, "rewards.timeout_seconds": 60.0}
 
 FINGERPRINT_KEYS = ("seed", "algorithm", "recipe", "recipe_args", "model", "data", "warmstart",
                     "rollout", "algo", "optim", "train.batch_size", "rewards")
@@ -146,44 +146,112 @@ def _key_impl(x: jax.ShapeDtypeStruct) -> Any:
   return impl[0]
 
 
+class ConfigMismatchError(ValueError):
+  """A readable checkpoint written by a different config: never a reason to fall back."""
+
+
+class StructureMismatchError(ValueError):
+  """A checkpoint whose leaves differ from the state's (another model, or damaged metadata)."""
+
+
 def _check_matches(manager: ocp.CheckpointManager, step: int, abstract: Any) -> None:
-  """Raises ValueError naming the first leaf whose path, shape or dtype differs."""
+  """Raises StructureMismatchError naming the first leaf whose path, shape or dtype differs."""
   stored_tree = manager.item_metadata(step)["state"]
   stored_tree = getattr(stored_tree, "tree", stored_tree)
   stored = {_path_str(p): m for p, m in jax.tree_util.tree_flatten_with_path(stored_tree)[0]}
   wanted = {_path_str(p): a for p, a in jax.tree_util.tree_flatten_with_path(abstract)[0]}
-  where = f"Checkpoint step {step} in {manager.directory}"
+  where = f"Checkpoint step {step} in {manager.directory} does not match the current state:"
   advice = ("It was written by a run with a different model or optimizer config; use a fresh "
             "--workdir (or resume with the original config).")
   for path in sorted(set(stored) ^ set(wanted)):
     side = "only in the checkpoint" if path in stored else "only in the current state"
-    raise ValueError(f"{where} does not match the current state: leaf '{path}' is {side}. "
-                     f"{advice}")
+    raise StructureMismatchError(f"{where} leaf '{path}' is {side}. {advice}")
   for path, want in wanted.items():
     have = stored[path]
     if tuple(have.shape) != tuple(want.shape):
-      raise ValueError(f"{where} does not match the current state: leaf '{path}' has shape "
-                       f"{tuple(have.shape)} in the checkpoint but {tuple(want.shape)} now. "
-                       f"{advice}")
+      raise StructureMismatchError(
+          f"{where} leaf '{path}' has shape {tuple(have.shape)} in the checkpoint but "
+          f"{tuple(want.shape)} now. {advice}")
     if np.dtype(have.dtype) != np.dtype(want.dtype):
-      raise ValueError(f"{where} does not match the current state: leaf '{path}' has dtype "
-                       f"{np.dtype(have.dtype)} in the checkpoint but {np.dtype(want.dtype)} "
-                       f"now. {advice}")
+      raise StructureMismatchError(
+          f"{where} leaf '{path}' has dtype {np.dtype(have.dtype)} in the checkpoint but "
+          f"{np.dtype(want.dtype)} now. {advice}")
+
+
+def _read_extra(manager: ocp.CheckpointManager, step: int) -> dict:
+  return dict(manager.restore(step, args=ocp.args.Composite(
+      extra=ocp.args.JsonRestore()))["extra"])
 
 
 def latest_extra(manager: ocp.CheckpointManager) -> dict | None:
   """The JSON `extra` of the newest checkpoint (config, step, ...), or None if there is none."""
   wait(manager)  # an in-flight save of this process is not yet visible as a step
   step = manager.latest_step()
-  if step is None:
-    return None
-  return dict(manager.restore(step, args=ocp.args.Composite(
-      extra=ocp.args.JsonRestore()))["extra"])
+  return None if step is None else _read_extra(manager, step)
+
+
+# Where `restore_latest` moves checkpoints it cannot read (next to `checkpoints/`, outside the
+# directory orbax lists, so they are neither restored nor deleted by `max_to_keep`).
+CORRUPT_DIR = "checkpoints_unreadable"
+
+
+def _restore_step(manager: ocp.CheckpointManager, step: int, abstract: Any,
+                  config_fingerprint: str | None) -> tuple[Any, dict]:
+  """`(state, extra)` of checkpoint `step` (see `restore_latest`); raises if unreadable."""
+  extra = _read_extra(manager, step)
+  stored_fingerprint = extra.get(FINGERPRINT_KEY)
+  if config_fingerprint is not None and stored_fingerprint != config_fingerprint:
+    raise ConfigMismatchError(
+        f"Checkpoint step {step} in {manager.directory} was written with config fingerprint "
+        f"{stored_fingerprint!r}, but the current config has {config_fingerprint!r}. Use a new "
+        f"--workdir or pass the same config as the run that wrote it.")
+  on_disk = jax.tree.map(lambda x: _key_data_abstract(x) if _is_key(x) else x, abstract)
+  _check_matches(manager, step, on_disk)
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(on_disk), extra=ocp.args.JsonRestore()))
+  state = jax.tree.map(
+      lambda a, x: jax.random.wrap_key_data(x, impl=_key_impl(a)) if _is_key(a) else x,
+      abstract, restored["state"])
+  return state, dict(restored["extra"])
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0][:300] if text else ''}"
+
+
+def _move_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Moves checkpoint `step` to `<workdir>/checkpoints_unreadable/<step>` (process 0 moves;
+  every process then re-lists the steps). Returns the new path."""
+  root = os.path.dirname(str(manager.directory).rstrip("/"))
+  target = os.path.join(root, CORRUPT_DIR, str(step))
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    suffix = 0
+    while os.path.exists(target):  # an earlier move of the same step number
+      suffix += 1
+      target = os.path.join(root, CORRUPT_DIR, f"{step}.{suffix}")
+    os.rename(os.path.join(str(manager.directory), str(step)), target)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    multihost_utils.sync_global_devices(f"rewardjax_checkpoint_moved_{step}")
+  manager.reload()
+  return target
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any, *,
-                   config_fingerprint: str | None = None) -> tuple[Any, dict] | None:
-  """Restores the newest checkpoint onto the shardings of `abstract_state`, bitwise.
+                   config_fingerprint: str | None = None,
+                   report=print) -> tuple[Any, dict] | None:
+  """Restores the newest readable checkpoint onto the shardings of `abstract_state`, bitwise.
+
+  Fallback: when the newest step cannot be read (a truncated array file, a missing metadata or
+  extra file, an interrupted copy) and an older step can, each unreadable newer step is
+  reported (`report(message)`: which step, what is wrong) and moved to
+  `<workdir>/checkpoints_unreadable/<step>` (kept for inspection, never deleted), and the older
+  step is restored. When no step is readable nothing is moved and the newest step's error is
+  raised (a checkpoint of another model, or of an older rewardjax layout, fails on every step
+  alike and must not be mistaken for corruption).
 
   Args:
     manager: from `make_manager`.
@@ -193,34 +261,43 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any, *,
       sharding land on the default device. Typed-key leaves (dtype `key<impl>`) come back as
       typed keys of that implementation.
     config_fingerprint: if given, must equal `extra[FINGERPRINT_KEY]` of the checkpoint.
+    report: called with one message per unreadable step moved aside.
 
   Returns:
     None if `manager` holds no checkpoint, else `(state, extra)`: `state` has the structure,
     dtypes and shardings of `abstract_state`; `extra` is the saved JSON dict.
 
   Raises:
-    ValueError: the stored fingerprint differs from `config_fingerprint`, or a leaf is missing,
-      extra, or differs in shape or dtype (the message names the first such leaf path).
+    ConfigMismatchError (a ValueError): the newest readable `extra` holds another fingerprint.
+    ValueError: a leaf is missing, extra, or differs in shape or dtype in every step (the
+      message names the first such leaf path of the newest step); or no step is readable.
   """
-  extra = latest_extra(manager)
-  if extra is None:
+  wait(manager)  # an in-flight save of this process is not yet visible as a step
+  steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
     return None
-  step = manager.latest_step()
-  stored_fingerprint = extra.get(FINGERPRINT_KEY)
-  if config_fingerprint is not None and stored_fingerprint != config_fingerprint:
-    raise ValueError(
-        f"Checkpoint step {step} in {manager.directory} was written with config fingerprint "
-        f"{stored_fingerprint!r}, but the current config has {config_fingerprint!r}. Use a new "
-        f"--workdir or pass the same config as the run that wrote it.")
   abstract = jax.tree.map(_as_abstract, abstract_state)
-  on_disk = jax.tree.map(lambda x: _key_data_abstract(x) if _is_key(x) else x, abstract)
-  _check_matches(manager, step, on_disk)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(on_disk), extra=ocp.args.JsonRestore()))
-  state = jax.tree.map(
-      lambda a, x: jax.random.wrap_key_data(x, impl=_key_impl(a)) if _is_key(a) else x,
-      abstract, restored["state"])
-  return state, dict(restored["extra"])
+  failures = []
+  for step in steps:
+    try:
+      restored = _restore_step(manager, step, abstract, config_fingerprint)
+    except ConfigMismatchError:
+      raise
+    except Exception as error:  # noqa: BLE001 (any read failure: try the previous step)
+      failures.append((step, error))
+      continue
+    for bad, error in failures:
+      moved = _move_aside(manager, bad)
+      report(f"checkpoint step {bad} is unreadable ({_first_line(error)}); moved it to "
+             f"{moved} and resumed from step {step}, the newest readable one")
+    return restored
+  newest, error = failures[0]
+  if all(isinstance(e, StructureMismatchError) for _, e in failures):
+    raise error  # every step alike: the state changed, not the files
+  raise ValueError(
+      f"No checkpoint in {manager.directory} is readable (steps {[s for s, _ in failures]}); "
+      f"the newest, step {newest}: {_first_line(error)}. Use a new --workdir, or move "
+      f"{manager.directory} aside to start over.") from error
 
 
 def _select(config: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:

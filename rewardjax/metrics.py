@@ -325,6 +325,37 @@ class MetricsWriter:
     self._stage = _Stage(name, steps[name], initial, self._clock(), initial)
     self._draw(force=True)
 
+  def rewind(self, step: int, stages: Sequence[str] = ("train", "eval", "round")) -> int:
+    """Drops the JSONL records of `stages` logged after `step` (a resumed run redoes those
+    steps, and would otherwise log them, and their evals, twice); returns how many.
+
+    A record is dropped when its step is > `step` and every metric in it belongs to one of
+    `stages` (the warm start numbers its own steps from 0 and is kept). TensorBoard keeps its
+    events: it shows the later value of a repeated step.
+    """
+    if not self.is_main:
+      return 0
+    path = os.path.join(self.workdir, "metrics.jsonl")
+    self._jsonl.close()
+    with open(path, encoding="utf-8") as f:
+      lines = f.readlines()
+    prefixes = tuple(f"{s}/" for s in stages)
+
+    def later(line: str) -> bool:
+      try:
+        record = json.loads(line)
+      except ValueError:  # a line cut by a kill: drop it too
+        return True
+      names = [k for k in record if k not in ("step", "time")]
+      return record.get("step", 0) > step and all(k.startswith(prefixes) for k in names)
+
+    kept = [line for line in lines if not later(line)]
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
+    self._jsonl = open(path, "a", buffering=1)
+    return len(lines) - len(kept)
+
   def eval_started(self) -> float:
     """Marks the start of an evaluation; the next non-stage write reports and excludes its time.
 

@@ -17,7 +17,18 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from rewardjax import algorithms, checkpoint, machine, optim, pretrained, recipes, sharding, update
+from rewardjax import (
+  algorithms,
+  checkpoint,
+  guards,
+  machine,
+  optim,
+  pretrained,
+  recipes,
+  sharding,
+  update,
+  validation,
+)
 from rewardjax import metrics as metrics_lib
 from rewardjax.algorithms import base
 from rewardjax.data import loaders, tasks, tokenizers
@@ -133,6 +144,7 @@ def make_job(config: ml_collections.ConfigDict, mesh) -> Job:
                      f"does not read; its fields: {sorted(algorithm.defaults)}")
   tokenizer = load_tokenizer(config)
   problems, records = load_data(config, tokenizer, algorithm.record_kind)
+  validation.check_splits(problems, records, config)  # an empty split would waste the run
   d, r = config.data, config.rollout
   stream = recipes.RecordStream(problems.get("train") or records["train"],
                                 config.train.batch_size, config.seed)
@@ -292,8 +304,13 @@ MAX_FOLLOWUPS = 8   # followup batches per step: a guard against a source that n
 
 
 def train_steps(program: base.Program, state, state_sharding, *, stage: str, start: int,
-                steps: int, rng, writer, after_step=lambda step, state: None):
+                steps: int, rng, writer, after_step=lambda step, state: False,
+                watch=lambda step, metrics: None):
   """The loop of one stage: batches -> updates -> lagged metrics -> `after_step(step, state)`.
+
+  `after_step(step, state)` runs after each step (evaluation, checkpoint) and returns True to
+  end the stage there (a stop signal); `watch(step, metrics)` reads each step's fetched
+  metrics and may raise (the divergence guard).
 
   A program trained in rounds (`program.rounds`) begins a round before the first step of each
   (its metrics are "round/<metric>"). A step trains one batch, then each batch
@@ -302,9 +319,16 @@ def train_steps(program: base.Program, state, state_sharding, *, stage: str, sta
   batch gets num_iterations x num_minibatches updates; its metrics are the last update's,
   except `sampler/*`, measured on the first update (where the params are the sampler's). The
   metrics of step t (device and host ones: a batch stage may report a device scalar) are
-  fetched in one transfer after step t+1 is dispatched.
+  fetched in one transfer after step t+1 is dispatched. `data/truncated_prompts` counts the
+  prompts cut to `max_prompt_length` so far in this process (`tokenizers.encode_prompts`).
   """
   step_fn, pending = None, None
+
+  def flush(pending):
+    metrics = metrics_lib.fetch({**pending[1], **pending[2]})
+    writer.write(pending[0], metrics, prefix=stage)
+    watch(pending[0], metrics)
+
   for step in range(start, steps):
     step_rng = jax.random.fold_in(rng, step)
     phase, device_metrics, host_metrics = "", {}, {}
@@ -333,12 +357,14 @@ def train_steps(program: base.Program, state, state_sharding, *, stage: str, sta
         break
     else:
       raise RuntimeError(f"step {step}: more than {MAX_FOLLOWUPS} followup batches")
+    host_metrics["data/truncated_prompts"] = tokenizers.truncated_prompt_count()
     if pending is not None:
-      writer.write(pending[0], metrics_lib.fetch({**pending[1], **pending[2]}), prefix=stage)
+      flush(pending)
     pending = (step + 1, device_metrics, host_metrics)
-    after_step(step + 1, state)
+    if after_step(step + 1, state):
+      break
   if pending is not None:
-    writer.write(pending[0], metrics_lib.fetch({**pending[1], **pending[2]}), prefix=stage)
+    flush(pending)
   return state
 
 
@@ -371,22 +397,51 @@ def warm_start(job: Job, config, mesh, rng, writer, params=None):
 # The run.
 # ---------------------------------------------------------------------------------------------
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config` in `workdir`, resuming from its last checkpoint; returns the summary."""
+  """Trains `config` in `workdir`, resuming from its last checkpoint; returns the summary.
+
+  Before any work the whole config is validated (`validation.validate_config`: one message
+  listing every bad field). While it trains the run holds the workdir's lock, and a SIGTERM or
+  SIGINT saves a checkpoint of the current step and raises `guards.Preempted`; a diverged run
+  raises `guards.Diverged` (`config.guard`).
+  """
   if config.distributed.initialize:
     dist = config.distributed
     sharding.initialize_distributed(dist.coordinator_address, dist.num_processes,
                                     dist.process_id)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-  with jax.set_mesh(mesh):  # turns on the models' activation sharding constraints
-    return _run_on_mesh(config, workdir, mesh)
+  validation.validate_config(config, mesh)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as error:
+    raise ValueError(f"--workdir={workdir!r} cannot be created ({error.strerror}: "
+                     f"{error.filename}); pass a directory you can write to.") from None
+  with guards.workdir_lock(workdir), guards.stop_signals() as stop:
+    manager = checkpoint.make_manager(workdir, max_to_keep=config.checkpoint.keep,
+                                      save_interval_steps=config.checkpoint.every,
+                                      async_save=config.checkpoint.async_save)
+    try:
+      with jax.set_mesh(mesh):  # turns on the models' activation sharding constraints
+        return _run_on_mesh(config, workdir, mesh, manager, stop)
+    finally:
+      # Pending saves finish (or fail) here, so orbax's shutdown never prints its tracebacks
+      # after, and over, the error that ended the run.
+      try:
+        manager.close()
+      except Exception as error:  # noqa: BLE001 (the run's own error, if any, comes first)
+        print(f"checkpoint manager did not close cleanly: {error}")
 
 
-def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
+def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh, manager, stop) -> dict:
   # ===== Setup: data, recipe, the algorithm's program =========================================
   started = time.time()
-  os.makedirs(workdir, exist_ok=True)
+  total_steps = config.train.steps
+  newest = manager.latest_step()
+  if newest is not None and newest > total_steps:  # before the data: nothing to redo
+    raise ValueError(f"{workdir} holds a checkpoint of step {newest}, beyond "
+                     f"--config.train.steps={total_steps}; pass --config.train.steps>={newest} "
+                     f"to continue it, or a new --workdir.")
   job = make_job(config, mesh)
-  program, rng, total_steps = job.program, jax.random.key(config.seed), config.train.steps
+  program, rng = job.program, jax.random.key(config.seed)
   sharding.check_batch(program.rows_per_update, mesh, "rows per update")
   updates = total_steps * program.num_iterations * program.num_minibatches
   tx = make_optimizer(config.optim, updates)
@@ -396,9 +451,6 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
         config.optim.to_dict() | {"learning_rate": program.companion.learning_rate}), updates))
 
   # ===== State: restore the last checkpoint, or initialise (pretrained / warm start) =========
-  manager = checkpoint.make_manager(workdir, max_to_keep=config.checkpoint.keep,
-                                    save_interval_steps=config.checkpoint.every,
-                                    async_save=config.checkpoint.async_save)
   fingerprint = checkpoint.config_fingerprint(config.to_dict())
   state, extra, state_sharding = restore(manager, program.model_fn, tx, mesh, rng,
                                          with_ref=program.with_ref,
@@ -407,10 +459,28 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   if state is None and job.warmstart is not None:
     stages.insert(0, ("warmstart", config.warmstart.steps))
   writer = metrics_lib.MetricsWriter(workdir, stages=stages)
+  try:
+    return _train(config, workdir, job, manager, stop, writer, started,
+                  (state, extra, state_sharding), (tx, companion, fingerprint))
+  finally:
+    writer.close()
+
+
+def _train(config, workdir, job, manager, stop, writer, started, restored, optimizers):
+  """The run after setup: initial state, the loop with its evaluations and checkpoints, the
+  final evaluation, the export and the summary."""
+  (state, extra, state_sharding), (tx, companion, fingerprint) = restored, optimizers
+  program, rng, total_steps = job.program, jax.random.key(config.seed), config.train.steps
+  mesh = jax.sharding.get_mesh()
+  first_eval = {}
   if state is not None:
     start_step = int(extra["step"])
     job.recipe.source.load_state(extra.get("recipe", {}))
-    writer.print(f"resumed {workdir} at step {start_step}")
+    first_eval = extra.get("initial_eval", {})
+    dropped = writer.rewind(start_step)
+    writer.print(f"resumed {workdir} at step {start_step}"
+                 + (f" (dropped {dropped} metric records of later steps, redone now)"
+                    if dropped else ""))
   else:
     lm_params = None
     if config.model.checkpoint:
@@ -437,23 +507,53 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
   def save(step, force):
     checkpoint.save(manager, step, _saveable(state), force=force,
                     extra={"step": step, "recipe": job.recipe.source.state_dict(),
-                           "config": config.to_json(), checkpoint.FINGERPRINT_KEY: fingerprint})
+                           "config": config.to_json(), checkpoint.FINGERPRINT_KEY: fingerprint,
+                           "initial_eval": {k: float(v) for k, v in first_eval.items()}})
+
+  stopped_at = None
 
   def after_step(step, current):
-    nonlocal state
+    nonlocal state, stopped_at
     state = current  # run_eval and save read it
-    if step % config.train.eval_every == 0 and step < total_steps:
+    every = config.train.eval_every  # 0: no evaluation during training
+    if every and step % every == 0 and step < total_steps:
       run_eval(step)
-    save(step, force=step == total_steps)
+    stopping = guards.stop_requested(stop) and step < total_steps
+    save(step, force=step == total_steps or stopping)
+    if stopping:
+      stopped_at = step
+    return stopping
+
+  guard, bad_steps = guards.GuardOptions(**config.guard), []
+
+  def watch(step, metrics):
+    nonlocal bad_steps
+    try:
+      bad_steps = guards.check_divergence(bad_steps, step, metrics, guard)
+    except guards.Diverged as error:
+      first = bad_steps[0][0] if bad_steps else step
+      checkpoint.wait(manager)
+      good = [s for s in manager.all_steps() if s < first]
+      where = (f"the last checkpoint before it is step {max(good)} in {manager.directory}"
+               if good else "no checkpoint precedes it")
+      raise guards.Diverged(f"{error} At step {step}, {where}.") from None
 
   # ===== Loop =================================================================================
   if start_step == 0:
     save(0, force=True)  # a crash after the warm start resumes here instead of redoing it
-  writer.stage("train", initial=start_step)
-  first_eval = run_eval(start_step) if start_step == 0 else {}
-  state = train_steps(program, state, state_sharding, stage="train", start=start_step,
-                      steps=total_steps, rng=rng, writer=writer, after_step=after_step)
+    first_eval = run_eval(0)
+  if guards.stop_requested(stop):  # signalled during the warm start or the first evaluation
+    stopped_at = start_step
+  else:
+    writer.stage("train", initial=start_step)
+    state = train_steps(program, state, state_sharding, stage="train", start=start_step,
+                        steps=total_steps, rng=rng, writer=writer, after_step=after_step,
+                        watch=watch)
   checkpoint.wait(manager)
+  if stopped_at is not None:
+    save(stopped_at, force=True)  # no-op unless the signal came before the loop
+    checkpoint.wait(manager)
+    raise guards.Preempted(stopped_at, stop.signum, workdir)
 
   # ===== Final evaluation and export ==========================================================
   final_eval = run_eval(total_steps)
@@ -481,6 +581,4 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh) -> dict:
     extra.update(matmul_gflops=round(rate / 1e9, 1), cpu=machine.cpu_model(),
                  wall_seconds_at_60_gflops=round(machine.slow_machine_seconds(wall, rate), 1))
   writer.summary(initial=first_eval, final=final_eval, extra=extra)
-  writer.close()
-  manager.close()
   return metrics_lib.flat_summary(first_eval, final_eval, {"steps": total_steps})

@@ -140,14 +140,19 @@ def value_and_grad(loss_of: Callable, params):
 
 def apply_gradients(state, grads, loss, metrics) -> tuple[Any, dict]:
   """One optimizer update of `state.params`' trainable leaves (a TrainState or a companion's
-  ModelState; `grads` from `value_and_grad`); adds loss, grad_norm and skipped_updates. A
-  TrainState's step counts the update."""
+  ModelState; `grads` from `value_and_grad`); adds loss, grad_norm, skipped_updates and
+  param_rms. A TrainState's step counts the update."""
   trainable, frozen = lora.split_trainable(state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, trainable)
-  params = optax.apply_updates(trainable, updates)
-  params = params if frozen is None else overlay(frozen, params)
+  trained = optax.apply_updates(trainable, updates)
+  # param_rms: the root mean square trained parameter (~0.02-1 whatever the model size), read
+  # by the divergence guard (`guards.GuardOptions.max_param_rms`); summed in float32.
+  size = sum(x.size for x in jax.tree.leaves(trained))
+  param_rms = optax.global_norm(jax.tree.map(lambda x: x.astype(jnp.float32), trained)) / (
+      math.sqrt(size))
+  params = trained if frozen is None else overlay(frozen, trained)
   metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
-                 skipped_updates=optim.skipped_updates(opt_state))
+                 skipped_updates=optim.skipped_updates(opt_state), param_rms=param_rms)
   state = state.replace(params=params, opt_state=opt_state)
   if isinstance(state, TrainState):
     state = state.replace(step=state.step + 1)

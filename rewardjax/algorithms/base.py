@@ -4,7 +4,11 @@ An `Algorithm` is a value (big_vision chooses a model or an evaluator by name th
 its config block's defaults, its table of objectives, and `build(options, setup)` which returns
 a `Program`: how to make the model and its params, how a batch is built, the pure update step,
 and the held-out evaluation. `train.run` looks the algorithm up once by name, builds its
-program, and never asks which algorithm it runs again.
+program, and never asks which algorithm it runs again. Before any data is loaded,
+`validate(options, sizes)` checks the algorithm's config block against the run's `RunSizes`
+(`rewardjax.validation` calls it in its one pass over the config; `build` calls it too) and
+raises one `ConfigError` listing every invalid field as the `--config.<path>=<value>` flag
+that sets it, with a valid value.
 
 The update step itself is `rewardjax.update.update`, shared by every algorithm.
 
@@ -16,7 +20,8 @@ fields it needs and the data that produce them.
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -41,6 +46,131 @@ class SamplingOptions:
   temperature: float = 1.0
   top_p: float = 1.0
   top_k: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSizes:
+  """The run's sizes an algorithm's `validate` checks its block against, known from the config
+  alone (before data, models or compilation; `sizes_of(setup)` gives them from a `Setup`).
+
+  batch_size: prompts (RL), pairs (DPO, RM) or examples (SFT) per step (`train.batch_size`).
+  num_generations, max_new_tokens, temperature: the `rollout` block (G samples per prompt).
+  train_steps: steps of the run (`train.steps`).
+  batch_shards: how many ways the mesh splits a batch's rows (`sharding.batch_size_multiple`;
+    1 without a mesh).
+  builtin_data: the built-in task (False: records read from a file, `data.source`).
+  """
+  batch_size: int = 1
+  num_generations: int = 1
+  max_new_tokens: int = 1
+  temperature: float = 1.0
+  train_steps: int = 0
+  batch_shards: int = 1
+  builtin_data: bool = True
+
+
+class ConfigError(ValueError):
+  """Invalid config fields, one line per problem (`problems`): each names its field as the
+  `--config.<path>=<value>` flag that sets it, what is wrong, and a valid value."""
+
+  def __init__(self, problems: Sequence[str], what: str = "config"):
+    self.problems = tuple(problems)
+    super().__init__(f"{what}: {len(self.problems)} invalid config field(s); fix them on the "
+                     "command line:\n  " + "\n  ".join(self.problems))
+
+
+def problem(path: str, value: Any, message: str) -> str:
+  """One line of a `ConfigError`: the field as the flag that sets it, then `message`.
+
+  >>> problem("algo.turns", 3, "valid: 1, 2")
+  '--config.algo.turns=3: valid: 1, 2'
+  """
+  return f"--config.{path}={value!r}: {message}"
+
+
+def raise_problems(problems: Sequence[str], what: str) -> None:
+  """Raises a `ConfigError` listing `problems` unless there are none."""
+  if problems:
+    raise ConfigError(problems, what)
+
+
+def choice(path: str, value: Any, valid: Iterable) -> list[str]:
+  """[] if `value` is one of `valid`, else the problem line naming the valid values."""
+  valid = list(valid)
+  return [] if value in valid else [problem(path, value, f"valid: {valid}")]
+
+
+def at_least(path: str, value: Any, low: int | float, meaning: str = "") -> list[str]:
+  """[] if `value` >= `low`, else the problem line (`meaning`: what the value counts)."""
+  if value >= low:
+    return []
+  return [problem(path, value, f"must be >= {low}{f' ({meaning})' if meaning else ''}")]
+
+
+def fraction(path: str, value: int | float, *, open_top: bool = False) -> list[str]:
+  """[] if `value` is in [0, 1] ([0, 1) with `open_top`), else the problem line."""
+  if 0.0 <= value < 1.0 or (value == 1.0 and not open_top):
+    return []
+  return [problem(path, value, f"must be in [0, 1{')' if open_top else ']'}")]
+
+
+def update_problems(options, sizes: RunSizes, rows_per_record: int) -> list[str]:
+  """The problems of a step's update sizes: `num_iterations` and `num_minibatches` >= 1 (when
+  the block has them), the step's rows (`batch_size * rows_per_record`) split into the
+  minibatches, and each update's rows split over the mesh's batch shards
+  (`sharding.check_batch` at run time). A batch size that fixes the split is named.
+  """
+  problems = []
+  minibatches = options.get("num_minibatches", 1)
+  for name in ("num_iterations", "num_minibatches"):
+    if name in options:
+      problems += at_least(f"algo.{name}", options[name], 1)
+  if minibatches < 1:
+    return problems
+  rows = sizes.batch_size * rows_per_record
+  # The smallest batch size whose rows split into the minibatches and over the shards.
+  unit = minibatches * sizes.batch_shards // math.gcd(rows_per_record,
+                                                     minibatches * sizes.batch_shards)
+  fixed = max(unit, -(-sizes.batch_size // unit) * unit)
+  if rows % minibatches:
+    divisor = max(d for d in range(1, minibatches + 1) if rows % d == 0)
+    problems.append(problem(
+        "algo.num_minibatches", minibatches,
+        f"the step's {rows} rows (train.batch_size={sizes.batch_size} x {rows_per_record}) do "
+        f"not split into {minibatches} equal minibatches; use a divisor of {rows}, e.g. "
+        f"{divisor}, or --config.train.batch_size={fixed}"))
+  elif (rows // minibatches) % sizes.batch_shards:
+    problems.append(problem(
+        "train.batch_size", sizes.batch_size,
+        f"rows per update {rows // minibatches} (batch_size x {rows_per_record} / "
+        f"num_minibatches={minibatches}) do not split over the mesh's {sizes.batch_shards} "
+        f"batch shards (data*fsdp); use --config.train.batch_size={fixed} (a multiple of "
+        f"{unit}) or a smaller mesh"))
+  return problems
+
+
+def sampling_problems(sizes: RunSizes) -> list[str]:
+  """The problems of the `rollout` block for an algorithm that learns from its own samples:
+  greedy decoding (temperature 0) gives every sample of a prompt the same completion."""
+  if sizes.temperature > 0:
+    return []
+  return [problem("rollout.temperature", sizes.temperature,
+                  "this algorithm learns from sampled completions, and greedy decoding (0) "
+                  "makes every sample of a prompt the same; use e.g. 1.0")]
+
+
+def sizes_of(setup: "Setup") -> RunSizes:
+  """The `RunSizes` of a resolved `Setup` (what `build` validates its options against)."""
+  return RunSizes(batch_size=setup.batch_size, num_generations=setup.sampling.num_generations,
+                  max_new_tokens=setup.sampling.max_new_tokens,
+                  temperature=setup.sampling.temperature, train_steps=setup.train_steps,
+                  batch_shards=batch_shards(setup),
+                  builtin_data=bool(setup.problems.get("train")))
+
+
+def no_validation(options, sizes: RunSizes) -> None:
+  """The `validate` of an algorithm that checks nothing beyond `build`."""
+  del options, sizes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,19 +323,37 @@ class Algorithm:
   objectives: loss_type -> Objective.
   record_kind: the `data.loaders.KINDS` kind of file records it trains on.
   build: `build(options: ConfigDict, setup: Setup) -> Program`.
+  validate: `validate(options, sizes: RunSizes) -> None`: checks the block's names, sizes and
+    divisibilities from the config alone and raises one `ConfigError` listing every problem
+    (`rewardjax.validation.validate_config` calls it before any work; `build` calls it too).
   """
   name: str
   defaults: Mapping[str, Any]
   objectives: Mapping[str, Objective]
   record_kind: str
   build: Callable
+  validate: Callable[[Any, RunSizes], None] = no_validation
+
+
+def unknown_objective(table: Mapping[str, Objective], loss_type: str, algorithm: str) -> str:
+  """Why `loss_type` names no objective of `table`, with the valid names ("" if it does)."""
+  if loss_type in table:
+    return ""
+  return f"unknown loss_type (variant) {loss_type!r}; valid for {algorithm}: {sorted(table)}"
+
+
+def objective_problems(table: Mapping[str, Objective], loss_type: str,
+                       algorithm: str) -> list[str]:
+  """`validate`'s problem line for `algo.loss_type` ([] if it names an objective)."""
+  message = unknown_objective(table, loss_type, algorithm)
+  return [problem("algo.loss_type", loss_type, message)] if message else []
 
 
 def objective(table: Mapping[str, Objective], loss_type: str, algorithm: str) -> Objective:
   """`table[loss_type]`, or a ValueError that lists the valid names for this algorithm."""
-  if loss_type not in table:
-    raise ValueError(f"{algorithm}: unknown loss_type (variant) {loss_type!r}; valid for "
-                     f"{algorithm}: {sorted(table)}")
+  message = unknown_objective(table, loss_type, algorithm)
+  if message:
+    raise ValueError(f"{algorithm}: {message}")
   return table[loss_type]
 
 

@@ -65,6 +65,9 @@ DEFAULTS = dict(
 ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp", "process", "oprl")
 # Token advantages from a process term's step rewards (`rewards.process`).
 STEP_ADVANTAGES = ("process", "oprl")
+# Each reward minus its group's mean (RLOO: the others' mean; `scale_rewards` only rescales):
+# with one sample per prompt every advantage is exactly 0. REINFORCE++ whitens over the batch.
+GROUP_BASELINES = ("grpo", "dr_grpo", "rloo")
 
 
 def _sampler_ratio(logps_BxT, sampler_logps_BxT, mask_BxT) -> dict:
@@ -121,14 +124,23 @@ OBJECTIVES = {name: base.Objective(policy_objective, hparams=_HPARAMS)
               for name in losses.GRPO_LOSS_TYPES}
 
 
+def _ref_sync_problems(options) -> list[str]:
+  """The problems of the reference sync's fields when `sync_ref_model` is on."""
+  if not options["sync_ref_model"]:
+    return []
+  problems = base.at_least("algo.ref_model_sync_steps", options["ref_model_sync_steps"], 1,
+                           "sync_ref_model: updates between syncs")
+  if not 0.0 < options["ref_model_mixup_alpha"] <= 1.0:
+    problems.append(base.problem("algo.ref_model_mixup_alpha", options["ref_model_mixup_alpha"],
+                                 "sync_ref_model needs 0 < ref_model_mixup_alpha <= 1, e.g. 0.6"))
+  return problems
+
+
 def ref_sync(options, total_updates: int) -> update.RefSync | None:
   """The reference sync of the algo block (`update.RefSync`), or None when it is off."""
   if not options["sync_ref_model"]:
     return None
-  if options["ref_model_sync_steps"] < 1 or not 0.0 < options["ref_model_mixup_alpha"] <= 1.0:
-    raise ValueError(f"grpo: sync_ref_model needs ref_model_sync_steps >= 1 and 0 < "
-                     f"ref_model_mixup_alpha <= 1, got {options['ref_model_sync_steps']} and "
-                     f"{options['ref_model_mixup_alpha']}")
+  base.raise_problems(_ref_sync_problems(options), "grpo")
   return update.RefSync(alpha=float(options["ref_model_mixup_alpha"]),
                         every=int(options["ref_model_sync_steps"]),
                         alpha_end=float(options["ref_model_mixup_alpha_end"]),
@@ -498,22 +510,62 @@ def rollout_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, option
   return batch, metrics
 
 
+def validate(options, sizes: base.RunSizes) -> None:
+  """Checks the GRPO-family block against the run's sizes; one `base.ConfigError` listing every
+  problem (names of the objective, KL estimator, advantage, reward scaling and revise prompt;
+  turns; update sizes and their split over minibatches and mesh shards; a group baseline with
+  one sample per prompt; the reference sync). What depends on the recipe (a companion model, a
+  source that refuses resampling) is checked by `build`.
+  """
+  p = base.objective_problems(OBJECTIVES, options["loss_type"], "grpo")
+  p += base.choice("algo.kl_estimator", options["kl_estimator"], losses.KL_ESTIMATORS)
+  p += base.choice("algo.importance_sampling_level", options["importance_sampling_level"],
+                   losses.IMPORTANCE_SAMPLING_LEVELS)
+  p += base.choice("algo.advantage", options["advantage"], ADVANTAGES)
+  p += base.choice("algo.scale_rewards", options["scale_rewards"],
+                   ("group", "none") if options["advantage"] == "process"
+                   else advantages_lib.SCALE_REWARDS)
+  turns_ok = options["turns"] in (1, 2)
+  if not turns_ok:
+    p.append(base.problem("algo.turns", options["turns"],
+                          "valid: 1 (one attempt), 2 (a revision of each attempt)"))
+  elif options["turns"] == 2:
+    p += base.choice("algo.revise_prompt", options["revise_prompt"], turns.REVISE_PROMPTS)
+    if options["dynamic_sampling"]:
+      p.append(base.problem("algo.dynamic_sampling", True,
+                            "turns=2 pairs each prompt's groups of both attempts, which dynamic "
+                            "sampling would split; set --config.algo.dynamic_sampling=False"))
+  if options["first_turn_kl"] and options["beta"] <= 0:
+    p.append(base.problem("algo.first_turn_kl", options["first_turn_kl"],
+                          "adds to the KL term, which is off (beta <= 0); set "
+                          "--config.algo.beta > 0 (e.g. 0.01) or first_turn_kl=0.0"))
+  if sizes.num_generations == 1 and options["advantage"] in GROUP_BASELINES:
+    p.append(base.problem(
+        "rollout.num_generations", 1,
+        f"advantage={options['advantage']!r} subtracts each prompt's group mean, so with one "
+        "sample per prompt every advantage is 0 and the policy never moves; use "
+        "--config.rollout.num_generations=2 or more, or --config.algo.advantage='reinforce_pp'"
+        " (returns whitened over the batch, no group baseline)"))
+  p += base.at_least("algo.max_resample_rounds", options["max_resample_rounds"], 0)
+  p += base.at_least("algo.overlong_buffer", options["overlong_buffer"], 0, "0 = off")
+  p += base.at_least("algo.stage_one_steps", options["stage_one_steps"], 0)
+  p += _ref_sync_problems(options)
+  p += base.sampling_problems(sizes)
+  p += base.update_problems(options, sizes,
+                            sizes.num_generations * (options["turns"] if turns_ok else 1))
+  base.raise_problems(p, "grpo")
+
+
 def build(options, setup: base.Setup) -> base.Program:
   """The GRPO-family program (see `base.Program`)."""
-  if options.advantage not in ADVANTAGES:
-    raise ValueError(f"grpo: advantage={options.advantage!r}; valid: {ADVANTAGES}")
+  validate(options, base.sizes_of(setup))
   companion = setup.recipe.companion
   policy_model_fn = lambda rngs: transformer.Transformer(setup.model, rngs=rngs)  # noqa: E731
   if companion is not None and companion.model_fn is None:  # a copy of the policy (OPRL's PRM)
     companion = dataclasses.replace(companion, model_fn=policy_model_fn)
-  if options.turns not in (1, 2):
-    raise ValueError(f"grpo: turns={options.turns}; valid: 1, 2")
-  if options.turns == 2 and (options.dynamic_sampling or companion is not None):
+  if options.turns == 2 and companion is not None:
     raise ValueError("grpo: turns=2 pairs each prompt's groups of both attempts; it runs "
-                     "without dynamic_sampling and without a companion model")
-  if options.first_turn_kl and options.beta <= 0:
-    raise ValueError(f"grpo: first_turn_kl={options.first_turn_kl} adds to the KL term; "
-                     "it needs beta > 0")
+                     "without a companion model")
   if companion is not None and options.num_minibatches != 1:
     raise ValueError(f"grpo: recipe {type(setup.recipe.source).__name__} trains a companion "
                      f"model, whose rows do not split into num_minibatches="
@@ -564,4 +616,4 @@ def build(options, setup: base.Setup) -> base.Program:
 
 
 ALGORITHM = base.Algorithm(name="grpo", defaults=DEFAULTS, objectives=OBJECTIVES,
-                           record_kind="answer", build=build)
+                           record_kind="answer", build=build, validate=validate)

@@ -106,8 +106,7 @@ def critic_loss(options, *, completion_length: int):
 def make_step(options, *, max_completion_length: int, chunk_size: int = 1024):
   """The pure PPO update `(state, CoupledBatch, rng) -> (state, metrics)`: the clipped policy
   loss on `batch.policy` and the clipped value loss on `batch.companion`, one jitted step."""
-  if options["kl_in"] not in KL_PLACES:
-    raise ValueError(f"ppo: kl_in={options['kl_in']!r}; valid: {KL_PLACES}")
+  base.raise_problems(base.choice("algo.kl_in", options["kl_in"], KL_PLACES), "ppo")
   base.objective(grpo.OBJECTIVES, options["loss_type"], "ppo")
   policy_loss = functools.partial(
       grpo.policy_objective, loss_type=options["loss_type"],
@@ -146,8 +145,25 @@ def ppo_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, options, s
   return CoupledBatch(policy=policy, companion=critic), metrics
 
 
+def validate(options, sizes: base.RunSizes) -> None:
+  """Checks the PPO block against the run's sizes; one `base.ConfigError` listing every
+  problem (the policy objective, where the KL goes and its estimator, GAE's gamma and lambda,
+  update sizes and their split over minibatches and mesh shards). PPO needs no groups (the
+  critic is the baseline): one sample per prompt is fine.
+  """
+  p = base.objective_problems(grpo.OBJECTIVES, options["loss_type"], "ppo")
+  p += base.choice("algo.kl_in", options["kl_in"], KL_PLACES)
+  p += base.choice("algo.kl_estimator", options["kl_estimator"], losses.KL_ESTIMATORS)
+  p += base.fraction("algo.gamma", options["gamma"])
+  p += base.fraction("algo.lam", options["lam"])
+  p += base.sampling_problems(sizes)
+  p += base.update_problems(options, sizes, sizes.num_generations)
+  base.raise_problems(p, "ppo")
+
+
 def build(options, setup: base.Setup) -> base.Program:
   """The PPO program (see `base.Program`); the critic is its `Companion`."""
+  validate(options, base.sizes_of(setup))
   completion_length = setup.sampling.max_new_tokens
   step = make_step(options, max_completion_length=completion_length,
                    chunk_size=setup.chunk_size)
@@ -190,4 +206,4 @@ def build(options, setup: base.Setup) -> base.Program:
 
 
 ALGORITHM = base.Algorithm(name="ppo", defaults=DEFAULTS, objectives=grpo.OBJECTIVES,
-                           record_kind="answer", build=build)
+                           record_kind="answer", build=build, validate=validate)

@@ -16,10 +16,10 @@ import jax
 import numpy as np
 from flax import nnx
 
-from rewardjax import recipes, rounds, sharding, update
+from rewardjax import losses, recipes, rounds, sharding, update
 from rewardjax.algorithms import base, sft
 from rewardjax.algorithms.preference_objectives import DEFAULTS, OBJECTIVES
-from rewardjax.data import tasks
+from rewardjax.data import preference_data, tasks
 from rewardjax.evaluation import reward_eval, scorers
 from rewardjax.models import transformer
 from rewardjax.types import PreferenceBatch
@@ -121,8 +121,40 @@ def reference_scorer(chunk_size: int):
   return ref_fn
 
 
+def validate(options, sizes: base.RunSizes) -> None:
+  """Checks the DPO-family block against the run's sizes; one `base.ConfigError` listing every
+  problem (the objective and its options' names and sizes, the rows per update (pairs x the
+  objective's rows per pair) split over the mesh's shards)."""
+  p = base.objective_problems(OBJECTIVES, options["loss_type"], "dpo")
+  p += base.at_least("algo.pairs_per_question", options["pairs_per_question"], 1)
+  p += base.at_least("algo.responses_per_question", options["responses_per_question"], 2,
+                     "CREAM ranks and DNO plays at least a chosen and a rejected response")
+  p += base.choice("algo.treg_token_reduction", options["treg_token_reduction"],
+                   losses.TREG_TOKEN_REDUCTIONS)
+  labels = len(preference_data.CLASS_LABELS) - 1
+  if not 1 <= options["sspo_max_removed"] <= labels:
+    p.append(base.problem("algo.sspo_max_removed", options["sspo_max_removed"],
+                          f"SPO's degree classes 0..K need 1 <= K <= {labels}, e.g. 2"))
+  eps, loss_type = options["label_smoothing"], options["loss_type"]
+  # `losses.dpo_loss`'s ranges of eps.
+  ok, valid = {"robust": (0.0 <= eps < 0.5, "[0, 0.5)"),
+               "exo_pair": (0.0 < eps < 1.0, "(0, 1)")}.get(loss_type, (0.0 <= eps <= 1.0,
+                                                                       "[0, 1]"))
+  if not ok:
+    p.append(base.problem("algo.label_smoothing", eps,
+                          f"must be in {valid} for loss_type={loss_type!r}, e.g. 0.1"))
+  if loss_type == "kto" and sizes.batch_size < 2:
+    p.append(base.problem("train.batch_size", sizes.batch_size,
+                          "loss_type='kto' puts each completion under another pair's prompt "
+                          "(its KL rows): use >= 2 pairs per step"))
+  if loss_type in OBJECTIVES:
+    p += base.update_problems(options, sizes, OBJECTIVES[loss_type].rows_per_record)
+  base.raise_problems(p, "dpo")
+
+
 def build(options, setup: base.Setup) -> base.Program:
   """The DPO-family program (see `base.Program`)."""
+  validate(options, base.sizes_of(setup))
   obj = base.objective(OBJECTIVES, options.loss_type, "dpo")
   task = bool(setup.problems.get("train"))
   round_options = getattr(setup.recipe, "rounds", None)   # benchmarks build without a recipe
@@ -182,4 +214,4 @@ def build(options, setup: base.Setup) -> base.Program:
 
 
 ALGORITHM = base.Algorithm(name="dpo", defaults=DEFAULTS, objectives=OBJECTIVES,
-                           record_kind="preference", build=build)
+                           record_kind="preference", build=build, validate=validate)

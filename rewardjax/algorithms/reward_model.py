@@ -62,18 +62,60 @@ def reward_model_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, s
   return SequenceBatch(extra=extra, **arrays), {}
 
 
+# Fields that size the built-in records of some kinds only: kind -> (field, minimum, meaning).
+_KIND_SIZES = {
+    "ranked": ("num_responses", 2, "K responses ranked per prompt"),
+    "packed": ("num_responses", 2, "K responses packed per row"),
+    "user_pairs": ("context_size", 1, "C comparisons per user context"),
+    "user_target_pairs": ("context_size", 1, "C comparisons per user context"),
+}
+
+
+def validate(options, sizes: base.RunSizes) -> None:
+  """Checks the reward-model block against the run's sizes; one `base.ConfigError` listing
+  every problem (the objective, the records kind and its pre-training data, the built-in
+  records' sizes and probabilities, the rows per update split over the mesh's shards)."""
+  p = base.objective_problems(OBJECTIVES, options["loss_type"], "reward_model")
+  own = OBJECTIVES[options["loss_type"]].records if options["loss_type"] in OBJECTIVES else ""
+  kind = options["records"] or own
+  if options["records"] and kind not in RECORDS:
+    p.append(base.problem("algo.records", kind,
+                          f"records={kind!r} is not a records kind; valid: {sorted(RECORDS)} "
+                          f"('' = the objective's own{f', {own!r}' if own else ''})"))
+  for name in ("train_questions", "pretrain_steps"):
+    p += base.at_least(f"algo.{name}", options[name], 0, "0 = off")
+  if options["pretrain_steps"] and kind in RECORDS and RECORDS[kind].pretrain is None:
+    p.append(base.problem(
+        "algo.pretrain_steps", options["pretrain_steps"],
+        f"records {kind!r} have no pre-training data; kinds that do: "
+        f"{sorted(k for k, r in RECORDS.items() if r.pretrain)}; or set it to 0"))
+  elif options["pretrain_steps"] and not sizes.builtin_data:
+    p.append(base.problem("algo.pretrain_steps", options["pretrain_steps"],
+                          "pretrain_steps needs the built-in task (its unlabelled pre-training "
+                          "records); set it to 0 for a records file"))
+  p += base.at_least("algo.pairs_per_question", options["pairs_per_question"], 1)
+  size_problems = []
+  if kind in _KIND_SIZES:
+    name, low, meaning = _KIND_SIZES[kind]
+    size_problems = base.at_least(f"algo.{name}", options[name], low, meaning)
+  p += size_problems
+  if options["loss_type"] == "goal_conditioned":
+    p += base.at_least("algo.goal_samples", options["goal_samples"], 1)
+  for name in ("label_noise", "ensemble_error", "tie_fraction", "wrong_tie_fraction",
+               "style_fraction"):
+    p += base.fraction(f"algo.{name}", options[name])
+  p += base.fraction("algo.contrastive_dropout", options["contrastive_dropout"], open_top=True)
+  if kind in RECORDS and not size_problems:  # rows per record, e.g. 2 (a pair) or K (ranked)
+    p += base.update_problems(options, sizes, RECORDS[kind].rows(1, options))
+  base.raise_problems(p, "reward_model")
+
+
 def build(options, setup: base.Setup) -> base.Program:
   """The reward-model program (see `base.Program`)."""
+  validate(options, base.sizes_of(setup))
   obj = base.objective(OBJECTIVES, options.loss_type, "reward_model")
   kind = options.records or obj.records
-  if kind not in RECORDS:
-    raise ValueError(f"reward_model: records={kind!r} is not a records kind; valid: "
-                     f"{sorted(RECORDS)} ('' = the objective's own, {obj.records!r})")
   records = RECORDS[kind]
-  if options.pretrain_steps and records.pretrain is None:
-    raise ValueError(f"reward_model: pretrain_steps={options.pretrain_steps} but records "
-                     f"{kind!r} have no pre-training data; kinds that do: "
-                     f"{sorted(k for k, r in RECORDS.items() if r.pretrain)}")
   pretrain = []
   if setup.problems.get("train"):
     problems = setup.problems["train"]
@@ -85,9 +127,6 @@ def build(options, setup: base.Setup) -> base.Program:
         setup.problems["heldout"], fmt=setup.data.fmt, seed=setup.seed + 1)
   else:
     train, heldout = setup.records["train"], setup.records["heldout"]
-    if options.pretrain_steps:
-      raise ValueError("reward_model: pretrain_steps needs the built-in task (its unlabelled "
-                       "pre-training records); set it to 0 for a records file")
   stream = recipes.RecordStream(train, setup.batch_size, setup.seed)
   if pretrain:
     stream = StagedStream(recipes.RecordStream(pretrain, setup.batch_size, setup.seed + 1),
@@ -154,4 +193,4 @@ def build(options, setup: base.Setup) -> base.Program:
 
 
 ALGORITHM = base.Algorithm(name="reward_model", defaults=DEFAULTS, objectives=OBJECTIVES,
-                           record_kind="preference", build=build)
+                           record_kind="preference", build=build, validate=validate)

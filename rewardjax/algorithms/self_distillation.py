@@ -102,14 +102,21 @@ def distillation_batch(state, step: int, rng: jax.Array, *, setup: base.Setup, o
                            teacher_logprobs=teacher), metrics
 
 
+def validate(options, sizes: base.RunSizes) -> None:
+  """Checks the SD-Zero block against the run's sizes; one `base.ConfigError` listing every
+  problem (divergence, revise prompt, teacher sync, sampling, the rows' split over the mesh)."""
+  p = base.objective_problems(OBJECTIVES, options["loss_type"], "self_distillation")
+  p += base.choice("algo.revise_prompt", options["revise_prompt"], turns.REVISE_PROMPTS)
+  p += base.at_least("algo.teacher_sync_steps", options["teacher_sync_steps"], 0,
+                     "1: every step, K: every K steps, 0: never")
+  p += base.sampling_problems(sizes)
+  p += base.update_problems(options, sizes, sizes.num_generations)
+  base.raise_problems(p, "self_distillation")
+
+
 def build(options, setup: base.Setup) -> base.Program:
   """The SD-Zero program (see `base.Program`)."""
-  if options.revise_prompt not in turns.REVISE_PROMPTS:
-    raise ValueError(f"self_distillation: revise_prompt={options.revise_prompt!r}; valid: "
-                     f"{sorted(turns.REVISE_PROMPTS)}")
-  if options.teacher_sync_steps < 0:
-    raise ValueError(f"self_distillation: teacher_sync_steps={options.teacher_sync_steps} "
-                     "must be >= 0 (1: every step, K: every K steps, 0: never)")
+  validate(options, base.sizes_of(setup))
   obj = base.objective(OBJECTIVES, options.loss_type, "self_distillation")
   teacher_fn = jax.jit(functools.partial(teacher_logprobs,
                                          completion_length=setup.sampling.max_new_tokens),
@@ -133,4 +140,4 @@ def build(options, setup: base.Setup) -> base.Program:
 
 
 ALGORITHM = base.Algorithm(name="self_distillation", defaults=DEFAULTS, objectives=OBJECTIVES,
-                           record_kind="answer", build=build)
+                           record_kind="answer", build=build, validate=validate)

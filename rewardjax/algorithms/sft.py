@@ -69,9 +69,19 @@ def make_step(options, *, chunk_size: int = 1024):
                                                                  chunk_size=chunk_size))
 
 
+def validate(options, sizes: base.RunSizes) -> None:
+  """Checks the SFT block against the run's sizes; one `base.ConfigError` listing every
+  problem (the objective, the slip rate, the batch's split over the mesh's shards)."""
+  p = base.objective_problems(OBJECTIVES, options["loss_type"], "sft")
+  p += base.fraction("algo.slip_rate", options["slip_rate"])
+  p += base.update_problems(options, sizes, 1)
+  base.raise_problems(p, "sft")
+
+
 def build(options, setup: base.Setup) -> base.Program:
   """The SFT program: built-in task demonstrations (with `slip_rate` slips) plus the recipe's
   warm-start examples, or a file's {"prompt", "completion"} records."""
+  validate(options, base.sizes_of(setup))
   examples = list(setup.records.get("train") or [])
   # The built-in task's warm-start half when there is one, so the questions of the other half
   # stay new to RL started from this model.
@@ -94,4 +104,4 @@ def build(options, setup: base.Setup) -> base.Program:
 
 
 ALGORITHM = base.Algorithm(name="sft", defaults=DEFAULTS, objectives=OBJECTIVES,
-                           record_kind="sft", build=build)
+                           record_kind="sft", build=build, validate=validate)

@@ -495,6 +495,15 @@ def _parse_size(size: int | str) -> int:
   return int(match[1]) * _UNITS[match[2]]
 
 
+def write_safetensors(tensors: dict, path: str, metadata: dict) -> None:
+  """`safetensors.numpy.save_file`, readable like any file the process writes: safetensors
+  creates it with mode 0600 whatever the umask, which hides a shared export from its group."""
+  save_file(tensors, path, metadata=metadata)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(path, 0o666 & ~umask)
+
+
 def save_pretrained(model: Transformer, directory: str | os.PathLike, *,
                     max_shard_size: int | str = "5GB") -> None:
   """Writes config.json and safetensors that `transformers` loads with identical logits.
@@ -527,12 +536,12 @@ def save_pretrained(model: Transformer, directory: str | os.PathLike, *,
     json.dump(hf_config, f, indent=2, sort_keys=True)
   metadata = {"format": "pt"}  # transformers expects the torch-format tag
   if len(shards) == 1:
-    save_file(shards[0], os.path.join(directory, SINGLE_FILE), metadata=metadata)
+    write_safetensors(shards[0], os.path.join(directory, SINGLE_FILE), metadata)
     return
   weight_map = {}
   for i, shard in enumerate(shards):
     file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-    save_file(shard, os.path.join(directory, file), metadata=metadata)
+    write_safetensors(shard, os.path.join(directory, file), metadata)
     weight_map.update(dict.fromkeys(shard, file))
   index = {"metadata": {"total_size": sum(x.nbytes for x in state.values())},
            "weight_map": weight_map}

@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors.numpy import save_file
 
 from rewardjax.models import hf
 from rewardjax.models.heads import ScalarModel
@@ -96,7 +95,7 @@ def save_reward_model(model: ScalarModel, directory: str | os.PathLike, *,
   with open(os.path.join(directory, "config.json"), "w") as f:
     json.dump(hf_config, f, indent=2, sort_keys=True)
   # One file: transformers reads any size, and the tag says torch layout as in save_pretrained.
-  save_file(state, os.path.join(directory, hf.SINGLE_FILE), metadata={"format": "pt"})
+  hf.write_safetensors(state, os.path.join(directory, hf.SINGLE_FILE), {"format": "pt"})
 
 
 def load_reward_model(directory: str | os.PathLike, *, dtype: Any = None,
