@@ -44,7 +44,11 @@ LATER_FIELDS = {"model.lora_rank": 0, "model.lora_alpha": 16.0,
                 "model.lora_targets": "q,k,v,o,gate,up,down", "model.remat": "none",
                 "model.rope_type": "default", "model.rope_factor": 1.0,
                 "model.rope_low_freq_factor": 1.0, "model.rope_high_freq_factor": 4.0,
-                "model.rope_original_max_position": 8192, "rewards.timeout_seconds": 60.0}
+                "model.rope_original_max_position": 8192}
+
+# Fields inside fingerprinted blocks that change neither the state nor the training (a limit
+# that only stops a run): never hashed, so a resume may change them.
+UNHASHED_FIELDS = ("rewards.timeout_seconds",)
 
 FINGERPRINT_KEYS = ("seed", "algorithm", "recipe", "recipe_args", "model", "data", "warmstart",
                     "rollout", "algo", "optim", "train.batch_size", "rewards")
@@ -310,11 +314,14 @@ def _select(config: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
 
 
 def _without_later_defaults(config_dict: Mapping[str, Any]) -> dict:
-  """`config_dict` without the `LATER_FIELDS` that hold their reproducing value (a copy)."""
+  """`config_dict` without the `LATER_FIELDS` that hold their reproducing value and without
+  the `UNHASHED_FIELDS` (a copy)."""
   out = dict(config_dict)
-  for path, value in LATER_FIELDS.items():
+  unhashed = dict.fromkeys(UNHASHED_FIELDS, object())  # an object equals only itself
+  for path, value in (LATER_FIELDS | unhashed).items():
     block, _, name = path.rpartition(".")
-    if isinstance(out.get(block), Mapping) and out[block].get(name, object()) == value:
+    present = isinstance(out.get(block), Mapping) and name in out[block]
+    if present and (path in unhashed or out[block][name] == value):
       out[block] = {k: v for k, v in out[block].items() if k != name}
   return out
 

@@ -176,7 +176,7 @@ def make_job(config: ml_collections.ConfigDict, mesh) -> Job:
   w = config.warmstart
   # From a checkpoint only on request (an SFT stage on top of it, e.g. Self-Rewarding PPO's
   # pi_sft); otherwise the checkpoint replaces the warm start.
-  if w.steps and (not config.model.checkpoint or w.from_checkpoint):
+  if validation.warmstart_runs(config):
     # The warm start trains every weight (no LoRA): adapters are added on top of its result.
     warm_setup = dataclasses.replace(
         setup, problems={"train": problems.get("warmstart", [])}, records={},

@@ -196,6 +196,8 @@ def _rewards(config) -> list[str]:
   p += choice("rewards.prm_mechanism", r.prm_mechanism, process.MECHANISMS)
   p += at_least("rewards.max_length", r.max_length, 1)
   p += at_least("rewards.bucket", r.bucket, 1)
+  p += at_least("rewards.timeout_seconds", r.timeout_seconds, 0.0,
+                "seconds a text-scored term may take per batch; 0 = no limit")
   return p
 
 

@@ -416,3 +416,14 @@ def test_every_epoch_is_a_permutation():
   assert not (epochs[0] == epochs[1]).all()                           # reshuffled every epoch
   with pytest.raises(ValueError, match="batch_size >= 1"):
     loaders.batch_indices(7, 0, seed=0, step=0)
+
+
+def test_digit_floods_are_not_steps_and_closeness_does_not_overflow():
+  from rewardjax.data import preference_data, steps  # noqa: PLC0415
+
+  flood = "9" * 5000  # past Python's 4300-digit int() limit
+  assert steps.parse_step(f"{flood}+1=2") is None
+  assert steps.consistency(f"1+2=3\n{flood}") == -1  # a wrong final answer, not a crash
+  assert steps.consistency("1+2=3\n3") == 1
+  assert preference_data.closeness(10**400, 3) == 0.0
+  assert preference_data.closeness(5, 3) == 1 / 3

@@ -134,7 +134,7 @@ def _signal_after(monkeypatch, step, signum):
 @pytest.mark.parametrize("trial", [0, 1, *[pytest.param(t, marks=pytest.mark.slow)
                                            for t in range(2, 10)]])
 def test_signal_at_a_random_step_saves_then_resume_is_bitwise_equal(
-    straight, tmp_path, monkeypatch, trial):
+    straight, tmp_path, monkeypatch, capsys, trial):
   rng = np.random.default_rng()
   at = int(rng.integers(1, STEPS - 1))  # a random step in 1 .. STEPS - 2
   signum = (signal.SIGTERM, signal.SIGINT)[trial % 2]
@@ -147,7 +147,10 @@ def test_signal_at_a_random_step_saves_then_resume_is_bitwise_equal(
   assert saved > at, (at, saved)  # the step under way when the signal came is finished
   assert _params(workdir)[0] == saved  # ... and saved: no step is lost
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+  capsys.readouterr()
   train.run(_config(), workdir)
+  progress = capsys.readouterr().err
+  assert f"train done: {STEPS}/{STEPS}, {STEPS - saved} steps" in progress  # counted from saved
   _assert_same_final_params(workdir, straight)
   records = _records(workdir)
   assert [r["step"] for r in records if "train/loss" in r] == list(range(1, STEPS + 1))
@@ -251,6 +254,22 @@ def test_fewer_steps_than_the_checkpoint_is_refused(straight, tmp_path):
   shutil.copytree(straight, workdir)
   with pytest.raises(ValueError, match=r"step 4, beyond --config.train.steps=2"):
     train.run(_config(steps=2), workdir)
+
+
+def test_an_error_after_the_checkpoint_manager_opened_is_the_last_thing_printed(tmp_path):
+  data = tmp_path / "pairs.jsonl"
+  data.write_bytes(b'{"prompt": "1+1=", "chosen": "2", "rejected": "3"}\n'
+                   b'{"prompt": "caf\xe9", "chosen": "2", "rejected": "3"}\n')
+  out = subprocess.run(
+      [sys.executable, "launch/train.py", "--config=configs/dpo.py:smoke",
+       "--config.data.source=jsonl", f"--config.data.path={data}",
+       "--config.warmstart.steps=0", f"--workdir={tmp_path / 'run'}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 1
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("ValueError: ") and "line 2" in last and "UTF-8" in last, out.stderr
+  assert not os.path.exists(tmp_path / "run" / guards.LOCK_FILE)  # released on the error
 
 
 def test_an_uncreatable_workdir_is_named(tmp_path):

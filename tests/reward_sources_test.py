@@ -13,9 +13,15 @@ computation written here from the definition, on tiny random models and hand-bui
 * coherent: sum_t log pi_ref - log pi_base of the completion tokens.
 * judge: [B] values in [0, 1], 0 without an answer, its metrics; "probability" equals
   sigmoid(l_Y - l_N) after the judge's greedy working, both recomputed here (own greedy loop).
+* timeout_seconds (`composition.with_timeout`): a term spinning on one completion is stopped at
+  the limit and the error names that completion; off the main thread it is measured after the
+  fact; a fast term passes unchanged; 0 turns the limit off; the host terms are the timed ones.
 """
 
 import functools
+import signal
+import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +33,7 @@ from rewardjax import sharding
 from rewardjax.data import tokenizers
 from rewardjax.models import heads, hf, hf_reward, transformer
 from rewardjax.recipes import spark
-from rewardjax.rewards import composition, sources
+from rewardjax.rewards import composition, sources, verifiers
 from rewardjax.types import TrainState
 
 TOKENIZER = tokenizers.char_tokenizer()          # the policy's: BOS first
@@ -349,3 +355,103 @@ def test_win_rate_is_each_samples_share_of_wins_in_its_group():
     sources.win_rate_term(sources.RewardOptions(), fmt="short", group_size=4)(scored)
   with pytest.raises(ValueError, match="preference"):
     sources.win_rate_term(sources.RewardOptions(preference="vibes"), fmt="short", group_size=3)
+
+
+# ---- time limit per batch (composition.with_timeout) ----------------------------------------
+def _spin(seconds):
+  """Pure-Python busy work: a hang SIGALRM can interrupt (it runs bytecodes), bounded so that a
+  platform without the alarm (measured afterwards) still finishes."""
+  end = time.perf_counter() + seconds
+  while time.perf_counter() < end:
+    pass
+
+
+SLOW = r"\boxed{" + "9" * 1000 + "} hang"           # the one completion the slow term chokes on
+
+
+def _slow_term(seconds=1.0):
+  def fn(scored):
+    for text in scored.texts:
+      if text.endswith("hang"):
+        _spin(seconds)
+    return np.ones(len(scored.texts), np.float32), {"rows": float(len(scored.texts))}
+
+  return composition.Term("slow", fn, 0.5)
+
+
+def test_a_slow_term_is_stopped_and_names_its_slowest_completion():
+  texts = ["1", "22", SLOW, "4"]
+  scored = composition.Scored([{"answer": "1"}] * 4, texts, {})
+  handler = signal.getsignal(signal.SIGALRM)
+  start = time.perf_counter()
+  with pytest.raises(composition.RewardTimeoutError) as info:
+    composition.Composition((composition.with_timeout(_slow_term(), 0.05),)).score(scored)
+  error, message = info.value, str(info.value)
+  assert (error.term, error.limit, error.index, error.completion) == ("slow", 0.05, 2, SLOW)
+  assert error.elapsed >= 0.05
+  assert "'slow'" in message and "0.05 s" in message and "row 2" in message
+  assert "--config.rewards.timeout_seconds" in message
+  # The completion is named by its length and cut to ~200 characters, both ends kept.
+  assert "1,013 characters" in message and "9" * 1000 not in message
+  assert "'\\\\boxed{999" in message and "9} hang'" in message
+  if threading.current_thread() is threading.main_thread():  # interrupted, not waited for
+    assert "was stopped after" in message and time.perf_counter() - start < 0.9
+  # The alarm is gone: the previous handler is back and no timer is pending.
+  assert signal.getsignal(signal.SIGALRM) == handler
+  assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_a_fast_term_passes_through_and_zero_turns_the_limit_off():
+  scored = composition.Scored([{}] * 3, ["1", "2", "3"], {})
+  fast = composition.with_timeout(_slow_term(), 5.0)
+  assert (fast.name, fast.weight) == ("slow", 0.5)
+  values, metrics = fast.fn(scored)                      # a (values, metrics) result unchanged
+  np.testing.assert_array_equal(values, [1.0, 1.0, 1.0])
+  assert metrics == {"rows": 3.0}
+  term = _slow_term(0.1)
+  assert composition.with_timeout(term, 0.0) is term
+  slow = composition.Scored([{}] * 2, ["1", SLOW], {})
+  assert composition.Composition((term,)).score(slow)[0].tolist() == [0.5, 0.5]
+
+
+def test_off_the_main_thread_the_time_is_measured_afterwards():
+  # SIGALRM reaches only the main thread: elsewhere the term runs to the end, then is reported.
+  scored = composition.Scored([{}] * 3, ["1", SLOW, "3"], {})
+  errors = []
+
+  def run():
+    try:
+      composition.with_timeout(_slow_term(0.1), 0.02).fn(scored)
+    except composition.RewardTimeoutError as e:
+      errors.append(e)
+
+  worker = threading.Thread(target=run)
+  worker.start()
+  worker.join()
+  (error,) = errors
+  assert error.index == 1 and error.elapsed >= 0.1 and "took" in str(error)
+
+
+def test_rewards_timeout_seconds_times_the_host_terms(monkeypatch):
+  def slow_verify(completion, answer, fmt="boxed"):
+    if completion.endswith("hang"):
+      _spin(0.2)
+    return 1.0
+
+  monkeypatch.setattr(verifiers, "math_verify", slow_verify)
+  items = [{"prompt": "p", "answer": "19"}] * 3
+  scored = composition.Scored(items, [r"\boxed{19}", SLOW, "x"], {})
+
+  def build(timeout):
+    return sources.composition_from_options(
+        sources.RewardOptions(terms="verifier,format:0.5", timeout_seconds=timeout),
+        tokenizer=None, mesh=None, fmt="boxed")
+
+  with pytest.raises(composition.RewardTimeoutError, match="'verifier'.*row 1") as info:
+    build(0.05).score(scored)
+  assert info.value.completion == SLOW
+  rewards, metrics = build(0.0).score(scored)              # 0: no limit, the slow batch scores
+  np.testing.assert_allclose(rewards, [1.5, 1.5, 1.0])      # "x" has no box
+  assert sources.RewardOptions().timeout_seconds == 60.0
+  with pytest.raises(ValueError, match="timeout_seconds=-1"):
+    build(-1.0)

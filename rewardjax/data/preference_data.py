@@ -78,7 +78,9 @@ def question_values(item: dict, n: int, *, fmt: str) -> list[int | None]:
 
 def closeness(value: int | None, answer: int) -> float:
   """The task's graded score 1 / (1 + |value - answer|) (`tasks.ranked_responses`); 0 for None."""
-  return 0.0 if value is None else 1.0 / (1.0 + abs(value - answer))
+  # Integer true division: a huge value (a policy's "1e400" parsed exactly) gives 0.0, where
+  # a float sum would overflow.
+  return 0.0 if value is None else 1 / (1 + abs(value - answer))
 
 
 def edit_distance(a: str, b: str) -> int:

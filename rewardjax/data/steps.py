@@ -30,7 +30,10 @@ CHAIN_LEVEL = 7            # index of the chain level in tasks.LEVELS: "47+8-15"
 # How often the demonstrator restates a step it has just written (a verbose solver): what
 # gives RL on a per-step reward a repetition to amplify.
 REPEAT_RATE = 0.1
-_STEP_RE = re.compile(r"^\s*(-?\d+)\s*([+*-])\s*(-?\d+)\s*=\s*(-?\d+)\s*$")
+# At most 1000 digits a number (as `rewards.verifiers.MAX_DIGITS`): int() of a longer run is
+# slow, and past Python's 4300-digit limit raises, so a policy's digit flood is "not a step".
+_INT = r"-?\d{1,1000}"
+_STEP_RE = re.compile(rf"^\s*({_INT})\s*([+*-])\s*({_INT})\s*=\s*({_INT})\s*$")
 
 
 def _operands(question: str) -> tuple[list[int], list[str]]:
@@ -152,7 +155,7 @@ def consistency(text: str) -> int:
   if not results:
     return 0
   answer = answer.strip()
-  value = int(answer) if re.fullmatch(r"-?\d+", answer) else None
+  value = int(answer) if re.fullmatch(_INT, answer) else None
   return 1 if value == results[-1] else -1
 
 

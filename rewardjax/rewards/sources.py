@@ -25,7 +25,8 @@ rewards. Each is a `composition.Term`, composed with weights by the config's `re
 Model-scored terms run one jitted forward over the whole batch on the mesh (bucketed shapes, so
 few compilations); only tokenisation and text parsing run on the host. A text longer than
 `max_length` tokens is cut from the left (the end holds the answer) and counted in
-"reward/<term>/truncated", never dropped.
+"reward/<term>/truncated", never dropped. The terms scored by Python alone (`HOST_SOURCES`) run
+under `timeout_seconds` per batch (`composition.with_timeout`).
 """
 
 import dataclasses
@@ -44,6 +45,10 @@ from rewardjax.rewards import composition, judge_scores, logprob, process, verif
 
 SOURCES = ("verifier", "format", "reward_model", "judge", "sar", "coherent", "endogenous",
            "win_rate", "prm", "implicit_prm", "consistency")
+# Scored by Python text parsing alone, so their time on a batch is bounded by `timeout_seconds`.
+# The model-scored terms are not: their time is jitted device work, and their first batch
+# compiles, which a per-batch wall-clock limit would misreport as a hang.
+HOST_SOURCES = ("verifier", "format", "win_rate", "consistency")
 PREFERENCES = ("verifier", "closeness")
 JUDGE_READS = ("probability", "parsed")
 
@@ -71,6 +76,10 @@ class RewardOptions:
   prm_mechanism: "sum" | "clip" | "delta" | "clip_delta" (`process.refine`).
   prm_eta: Clip's threshold eta.
   implicit_prm_beta: OPRL's beta in r = beta log pi_phi / pi_old.
+  timeout_seconds: the longest a `HOST_SOURCES` term may take to score one batch; past it,
+    training stops with a `composition.RewardTimeoutError` naming the term and its slowest
+    completion (a parser hanging on one completion would otherwise stall the run silently).
+    0 turns the limit off.
   """
   terms: str = "verifier"
   reward_model: str = ""
@@ -89,6 +98,7 @@ class RewardOptions:
   prm_mechanism: str = "sum"
   prm_eta: float = 0.5
   implicit_prm_beta: float = 0.05
+  timeout_seconds: float = 60.0
 
 
 def parse_terms(spec: str) -> list[tuple[str, float]]:
@@ -409,7 +419,10 @@ def win_rate_term(options: RewardOptions, *, fmt: str, group_size: int):
 def composition_from_options(options: RewardOptions, *, tokenizer, mesh, fmt: str,
                              group_size: int = 1) -> composition.Composition:
   """The weighted composition of `options.terms`, each source built once (`group_size`: the
-  samples per prompt, G, which win_rate compares)."""
+  samples per prompt, G, which win_rate compares); the `HOST_SOURCES` terms are timed."""
+  if options.timeout_seconds < 0:
+    raise ValueError(f"rewards.timeout_seconds={options.timeout_seconds} is negative; it is "
+                     "the seconds a host-scored term may take on one batch (0 = no limit)")
   builders = {
       "verifier": lambda: composition.verifier(fmt).fn,
       "reward_model": lambda: reward_model_term(options, tokenizer=tokenizer, mesh=mesh),
@@ -426,6 +439,9 @@ def composition_from_options(options: RewardOptions, *, tokenizer, mesh, fmt: st
   }
   uses_ref = {"coherent", "endogenous"} if options.endogenous_model == "reference" else {
       "coherent"}
-  return composition.Composition(tuple(
-      composition.Term(name, builders[name](), weight, uses_ref=name in uses_ref)
-      for name, weight in parse_terms(options.terms)))
+  terms = []
+  for name, weight in parse_terms(options.terms):
+    term = composition.Term(name, builders[name](), weight, uses_ref=name in uses_ref)
+    terms.append(composition.with_timeout(term, options.timeout_seconds)
+                 if name in HOST_SOURCES else term)
+  return composition.Composition(tuple(terms))

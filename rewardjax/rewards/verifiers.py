@@ -12,6 +12,18 @@ Two answer formats (`ANSWER_FORMATS`), matching `rewardjax.data.tasks.FORMATS`:
 "1/2" == "0.5" == "\\frac{1}{2}"); labels that are not numbers ("Yes", "B") are compared as
 case-folded strings, the fallback that decides SPARK's judge items. It is a small,
 dependency-free stand-in for the `math-verify` package: no symbolic algebra, no sets or intervals.
+
+Extraction, `parse_number` and `math_verify` run in time linear in their input, whatever a
+completion or a label holds (`tests/verifiers_test.py` counts the work on adversarial inputs):
+numbers are built only within `MAX_DIGITS` / `MAX_EXPONENT`, a final answer is read within
+`MAX_ANSWER_CHARS`, and no regex backtracks more than linearly. A number over a cap is not a
+number: it compares as text, so it earns 0 against any numeric label and matches only the same
+text ("9e99999999" matches "9e99999999", not "9.0e99999999").
+
+Digits are Unicode decimal digits (`str.isdecimal`, what `int()` and `Fraction` accept and what
+a regex's `\\d` matches): "١٩" (Arabic-Indic) and "１９" (fullwidth) are 19. Characters that are
+`str.isdigit` but not decimal, superscripts "²" and circled "①", are not digits ("2²" is not a
+number). Python's digit separator "_" is not read either: in LaTeX it is a subscript ("1010_2").
 """
 
 import re
@@ -23,8 +35,28 @@ from jaxtyping import Float
 
 ANSWER_FORMATS = ("boxed", "short", "steps")
 
-# `\box{` and `\boxed{` (with optional spaces before the brace); `\boxplus` etc. do not match.
-_BOX_RE = re.compile(r"\\box(?:ed)?\s*\{")
+# Caps that keep a completion (or a bad label) from stalling training. Fraction("9e99999999")
+# computes 10**99999999, a 330-million-bit int, inside one C call that no signal interrupts, and
+# int() of a long digit string is quadratic. The caps sit far above any answer a verifier
+# compares (100! has 158 digits; a double's exponent is at most 308), and at them a number is a
+# (MAX_DIGITS + MAX_EXPONENT) * log2(10) ~ 6,600-bit int: microseconds to build and compare.
+MAX_DIGITS = 1000         # digits of a number's mantissa (integer and fraction parts together)
+MAX_EXPONENT = 1000       # |e| of scientific notation ("1e-5"), after any sign
+# The longest final answer read: a box still open this many characters after `\boxed{` counts
+# as unclosed, and a longer text is not parsed as a number (room for MAX_DIGITS digits with
+# "1,000" separators, `\frac{}{}` and LaTeX spacing). It bounds the Python-level brace scan.
+MAX_ANSWER_CHARS = 4000
+
+# The LAST `\box{` or `\boxed{` (optional spaces before the brace; `\boxplus` etc. do not
+# match): the greedy `.*`, anchored by `match`, backtracks from the end once, so the search is
+# linear (`search` would restart it at every position: quadratic when there is no box).
+_LAST_BOX_RE = re.compile(r".*\\box(?:ed)?\s*\{", re.DOTALL)
+_BRACE_RE = re.compile(r"[{}]")
+# What str.splitlines splits on (the "short" format reads the first line without splitting all).
+_LINE_BREAK_RE = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+# sign, integer digits, optional fraction digits, optional exponent: `Fraction`'s decimal form
+# without its "_" separators and whitespace; one of the two digit runs must be non-empty.
+_DECIMAL_RE = re.compile(r"[+-]?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?")
 _THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _FRAC_RE = re.compile(r"([+-]?)\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}")
 _RATIO_RE = re.compile(r"([+-]?[\d.]+)/([+-]?[\d.]+)")
@@ -39,7 +71,8 @@ def extract_boxed(text: str) -> str | None:
 
   Returns:
     The stripped content, or None when there is no box or the last one is never closed (a
-    truncated completion does not fall back to an earlier box).
+    truncated completion does not fall back to an earlier box); a box not closed within
+    `MAX_ANSWER_CHARS` counts as never closed, so a 10^5-deep nest costs a bounded scan.
 
   >>> extract_boxed(r"so \\boxed{\\frac{1}{2}} or rather \\box{ 3 }")
   '3'
@@ -48,14 +81,15 @@ def extract_boxed(text: str) -> str | None:
   >>> extract_boxed(r"\\boxed{1} \\boxed{2"), extract_boxed("19")
   (None, None)
   """
-  starts = [m.end() for m in _BOX_RE.finditer(text)]
-  if not starts:
+  last_box = _LAST_BOX_RE.match(text)
+  if last_box is None:
     return None
-  depth = 1
-  for i in range(starts[-1], len(text)):
-    depth += {"{": 1, "}": -1}.get(text[i], 0)
+  start, depth = last_box.end(), 1
+  # Only the braces are visited, and only within MAX_ANSWER_CHARS: the rest is C-speed regex.
+  for brace in _BRACE_RE.finditer(text, start, start + MAX_ANSWER_CHARS + 1):
+    depth += 1 if brace.group() == "{" else -1
     if depth == 0:
-      return text[starts[-1]:i].strip()
+      return text[start:brace.start()].strip()
   return None
 
 
@@ -67,11 +101,13 @@ def extract_answer(text: str, fmt: str) -> str | None:
   """
   if fmt == "boxed":
     return extract_boxed(text)
-  if fmt == "short":
-    lines = text.strip().splitlines()
-    return lines[0].strip() if lines and lines[0].strip() else None
+  if fmt == "short":  # the first line, as `text.strip().splitlines()[0]` without the list
+    stripped = text.strip()
+    line_break = _LINE_BREAK_RE.search(stripped)
+    answer = (stripped if line_break is None else stripped[:line_break.start()]).strip()
+    return answer or None
   if fmt == "steps":  # the last line (`rewardjax.data.steps`)
-    answer = text.split("\n")[-1].strip()
+    answer = text.rpartition("\n")[2].strip()
     return answer or None
   raise ValueError(f"unknown answer format {fmt!r}; valid formats: {ANSWER_FORMATS}")
 
@@ -84,6 +120,19 @@ def _strip_latex(text: str) -> str:
   return s.replace("\u2212", "-").rstrip(".")
 
 
+def _decimal(s: str) -> Fraction | None:
+  """`Fraction(s)` of a decimal "-1.5e3" within MAX_DIGITS and MAX_EXPONENT, else None."""
+  number = _DECIMAL_RE.fullmatch(s)
+  if number is None:
+    return None
+  whole, fraction, exponent = number.groups(default="")
+  digits = len(whole) + len(fraction)
+  # int(exponent) is safe: the whole text is at most MAX_ANSWER_CHARS long.
+  if not 0 < digits <= MAX_DIGITS or (exponent and abs(int(exponent)) > MAX_EXPONENT):
+    return None
+  return Fraction(s)
+
+
 def parse_number(text: str) -> Fraction | None:
   """Parses an integer, decimal, "1,000"-style, "a/b" or `\\frac{a}{b}` number exactly.
 
@@ -91,25 +140,32 @@ def parse_number(text: str) -> Fraction | None:
     text: an extracted answer; `$`, spaces, LaTeX spacing and `\\text{}` wrappers are ignored.
 
   Returns:
-    The value as a Fraction, or None if `text` is not a single number.
+    The value as a Fraction, or None if `text` is not a single number, or is one over the caps:
+    longer than MAX_ANSWER_CHARS, or with a mantissa (numerator or denominator) of more than
+    MAX_DIGITS digits or an exponent beyond +-MAX_EXPONENT.
 
   >>> [str(parse_number(s)) for s in ["-1,000", "2.50", "-3/4", "\\\\frac{6}{8}", "1e3", "x"]]
   ['-1000', '5/2', '-3/4', '3/4', '1000', 'None']
+  >>> parse_number("9e99999999"), parse_number("1e-1001"), parse_number("2²")
+  (None, None, None)
   """
+  if len(text) > MAX_ANSWER_CHARS:
+    return None
   s = _strip_latex(text)
   if _THOUSANDS_RE.fullmatch(s):
     s = s.replace(",", "")
   parts = _FRAC_RE.fullmatch(s) or _RATIO_RE.fullmatch(s)
   try:
     if parts is None:
-      return Fraction(s)
+      return _decimal(s)
     if len(parts.groups()) == 3:
       sign, num, den = parts.groups()
       value = parse_number(num) / parse_number(den)
       return -value if sign == "-" else value
-    return Fraction(parts.group(1)) / Fraction(parts.group(2))
+    return _decimal(parts.group(1)) / _decimal(parts.group(2))
   except (ValueError, TypeError, ZeroDivisionError):
-    # TypeError: a \frac part that is itself not a number (None / x).
+    # TypeError: a part that is itself not a number (None / x). ValueError: int() refusing a
+    # digit string over `sys.get_int_max_str_digits()` when a user lowered it below the caps.
     return None
 
 
@@ -131,7 +187,8 @@ def math_verify(completion: str, answer: str | int | float, fmt: str = "boxed") 
     fmt: answer format of the completion, one of ANSWER_FORMATS.
 
   Returns:
-    1.0 or 0.0; 0.0 when no answer can be extracted.
+    1.0 or 0.0; 0.0 when no answer can be extracted, or when the answer or the label is longer
+    than MAX_ANSWER_CHARS (never compared: a megabyte of text costs no more than a short one).
 
   References:
     SPARK, arXiv 2509.22624, verifiable reward (official code InternLM/Spark
@@ -150,6 +207,8 @@ def math_verify(completion: str, answer: str | int | float, fmt: str = "boxed") 
   if predicted is None:
     return 0.0
   label = str(answer)
+  if len(predicted) > MAX_ANSWER_CHARS or len(label) > MAX_ANSWER_CHARS:
+    return 0.0
   predicted_value, label_value = parse_number(predicted), parse_number(label)
   if predicted_value is not None and label_value is not None:
     return float(predicted_value == label_value)
