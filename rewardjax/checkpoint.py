@@ -46,9 +46,10 @@ LATER_FIELDS = {"model.lora_rank": 0, "model.lora_alpha": 16.0,
                 "model.rope_low_freq_factor": 1.0, "model.rope_high_freq_factor": 4.0,
                 "model.rope_original_max_position": 8192}
 
-# Fields inside fingerprinted blocks that change neither the state nor the training (a limit
-# that only stops a run): never hashed, so a resume may change them.
-UNHASHED_FIELDS = ("rewards.timeout_seconds",)
+# Fields (or whole blocks) that change neither the state nor the training (limits that only
+# stop a run: the reward timeout, the divergence guard): never hashed, so a resume may change
+# them, and shipped models' fingerprints (which hash the whole config) stay as they were.
+UNHASHED_FIELDS = ("rewards.timeout_seconds", "guard")
 
 FINGERPRINT_KEYS = ("seed", "algorithm", "recipe", "recipe_args", "model", "data", "warmstart",
                     "rollout", "algo", "optim", "train.batch_size", "rewards")
@@ -320,6 +321,9 @@ def _without_later_defaults(config_dict: Mapping[str, Any]) -> dict:
   unhashed = dict.fromkeys(UNHASHED_FIELDS, object())  # an object equals only itself
   for path, value in (LATER_FIELDS | unhashed).items():
     block, _, name = path.rpartition(".")
+    if not block:  # a whole top-level block
+      out.pop(name, None)
+      continue
     present = isinstance(out.get(block), Mapping) and name in out[block]
     if present and (path in unhashed or out[block][name] == value):
       out[block] = {k: v for k, v in out[block].items() if k != name}

@@ -176,7 +176,9 @@ def test_no_config_field_is_dead(name):
   variants = getattr(module, "VARIANTS", {"": None})
   trunk = _read_names([os.path.join(repo, "rewardjax", "train.py"),
                        os.path.join(repo, "launch", "train.py"),
-                       os.path.join(repo, "rewardjax", "checkpoint.py")]
+                       os.path.join(repo, "rewardjax", "checkpoint.py"),
+                       os.path.join(repo, "rewardjax", "validation.py"),
+                       os.path.join(repo, "rewardjax", "guards.py")]
                       + glob.glob(os.path.join(repo, "rewardjax", "recipes", "*.py")))
   for variant in variants:
     c = module.get_config(f"variant={variant}" if variant else None)
@@ -188,6 +190,6 @@ def test_no_config_field_is_dead(name):
     dead = [k for k in c.algo if k not in read]
     assert not dead, f"{name}:{variant}: algo fields nothing reads: {dead}"
     for block in ("data", "rollout", "train", "warmstart", "optim", "checkpoint", "mesh",
-                  "distributed", "model"):
+                  "distributed", "model", "guard"):
       dead = [k for k in c[block] if k not in trunk]
       assert not dead, f"{name}: {block} fields the trainer never reads: {dead}"

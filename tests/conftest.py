@@ -22,3 +22,20 @@ from jaxtyping import install_import_hook  # noqa: E402
 
 # Runtime shape checks for every annotated public function; they run while tracing only.
 _HOOK = install_import_hook("rewardjax", "beartype.beartype")
+
+
+def pytest_addoption(parser):
+  parser.addoption("--soak", action="store_true",
+                   help="also run the repeated trials marked `soak` (e.g. 10 preemptions)")
+
+
+def pytest_collection_modifyitems(config, items):
+  """Tests marked `soak` (repeats of a default-suite test) run only with --soak."""
+  if config.getoption("--soak"):
+    return
+  import pytest  # noqa: PLC0415
+
+  skip = pytest.mark.skip(reason="a repeated trial: run with --soak")
+  for item in items:
+    if "soak" in item.keywords:
+      item.add_marker(skip)

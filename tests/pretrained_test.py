@@ -95,10 +95,15 @@ def test_a_run_from_an_empty_checkpoint_directory_names_it_and_the_fix(tmp_path)
   (tmp_path / "empty").mkdir()
   config = grpo.get_config()
   config.model.checkpoint = str(tmp_path / "empty")
+  # The config check names the field before any work (no workdir is even created) ...
+  with pytest.raises(ValueError, match=r"--config\.model\.checkpoint='.*empty': has no "
+                     r"config\.json; point it at a Hugging Face model directory"):
+    train.run(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")
+  # ... and `pretrained.verify` (the make_job check) names the directory and its files.
   with pytest.raises(FileNotFoundError, match=r"empty has no config\.json, so it is not a Hugging "
                      r"Face model directory \(files: \[\]\); point --config\.model\.checkpoint"):
-    train.run(config, str(tmp_path / "run"))
-  assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
+    pretrained.verify(str(tmp_path / "empty"))
 
 
 def test_missing_shipped_directory_is_named(monkeypatch, tmp_path):

@@ -131,7 +131,8 @@ def _signal_after(monkeypatch, step, signum):
   monkeypatch.setattr(metrics_lib.MetricsWriter, "write", write_then_signal)
 
 
-@pytest.mark.parametrize("trial", [0, 1, *[pytest.param(t, marks=pytest.mark.slow)
+@pytest.mark.parametrize("trial", [0, 1, *[pytest.param(t, marks=(pytest.mark.slow,
+                                                                     pytest.mark.soak))
                                            for t in range(2, 10)]])
 def test_signal_at_a_random_step_saves_then_resume_is_bitwise_equal(
     straight, tmp_path, monkeypatch, capsys, trial):
