@@ -227,7 +227,7 @@ def check_divergence(history: list, step: int, metrics: Mapping[str, float],
     first = history[0][0]
     raise Diverged(
         f"training diverged: {options.patience} consecutive bad steps, {first} to {step} "
-        f"(step {step}: {'; '.join(reasons)}). Resume from a checkpoint written before step "
-        f"{first} with a lower learning rate, or loosen --config.guard.* "
-        f"(patience=0 turns the guard off).")
+        f"(step {step}: {'; '.join(reasons)}). Lower --config.optim.learning_rate (a new "
+        f"--workdir: the optimizer is part of the checkpoint's config), or loosen "
+        f"--config.guard.* (patience=0 turns the guard off).")
   return history
