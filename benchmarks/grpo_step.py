@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import machine  # noqa: E402 (benchmarks/machine.py, next to this script)
 
-from rewardjax import optim, recipes, sharding, train  # noqa: E402
+from rewardjax import optim, recipes, sharding, train, train_state  # noqa: E402
 from rewardjax.algorithms import base, grpo  # noqa: E402
 from rewardjax.models import hf, transformer  # noqa: E402
 from rewardjax.rewards import composition  # noqa: E402
@@ -161,8 +161,8 @@ def initial_state(model_dir: str, mesh):
   params = nnx.to_pure_dict(nnx.split(model, nnx.Param)[1])
   tx = optim.make_optimizer(optim.AdamW(learning_rate=1e-6, schedule="constant", b2=0.999,
                                         max_grad_norm=1.0), total_steps=10**6)
-  return train.create_state(lambda _: model, tx, mesh, jax.random.key(0), params=params,
-                            with_ref=True)
+  return train_state.create_state(lambda _: model, tx, mesh, jax.random.key(0), params=params,
+                                  with_ref=True)
 
 
 def rewardjax_step(model_dir: str, prompts: list[str], args):

@@ -3,7 +3,7 @@
   python benchmarks/lora_memory.py                 # Qwen2.5-0.5B's architecture, rank 16
   python benchmarks/lora_memory.py --rank=64
 
-The state is the trainer's (`train.state_layout`: AdamW of the base config, a reference policy
+The state is the trainer's (`train_state.state_layout`: AdamW of the base config, a reference policy
 as GRPO with beta > 0 keeps), evaluated with `jax.eval_shape`, so nothing is allocated and the
 numbers hold for any machine. Without LoRA the optimizer tracks every weight and the reference
 is a full copy; with LoRA both cover the adapters only.
@@ -15,7 +15,7 @@ import dataclasses
 import jax
 import ml_collections
 
-from rewardjax import train
+from rewardjax import train, train_state
 from rewardjax.models import transformer
 
 # Qwen2.5-0.5B (config.json of Qwen/Qwen2.5-0.5B-Instruct), float32 params.
@@ -35,7 +35,7 @@ def state_bytes(config: transformer.ModelConfig) -> dict:
   """Bytes of params, optimizer state, reference and the whole TrainState of `config`."""
   mesh = train.sharding.make_mesh(-1, 1, 1)
   with jax.set_mesh(mesh):
-    _, abstract, _ = train.state_layout(
+    _, abstract, _ = train_state.state_layout(
         lambda rngs: transformer.Transformer(config, rngs=rngs),
         train.make_optimizer(OPTIM, 100), mesh, jax.random.key(0), with_ref=True)
   return {"params": nbytes(abstract.params), "opt_state": nbytes(abstract.opt_state),

@@ -31,7 +31,7 @@ def main(argv):
   import jax  # noqa: PLC0415 (after flag parsing, so --help is fast)
   from flax import nnx  # noqa: PLC0415
 
-  from rewardjax import checkpoint, sharding, train  # noqa: PLC0415
+  from rewardjax import checkpoint, sharding, train, train_state  # noqa: PLC0415
   from rewardjax.evaluation import master_keys, reward_eval  # noqa: PLC0415
   from rewardjax.types import TrainState  # noqa: PLC0415
 
@@ -57,8 +57,8 @@ def main(argv):
       tx = train.make_optimizer(config.optim, config.train.steps * program.num_iterations
                                 * program.num_minibatches)
       manager = checkpoint.make_manager(workdir)
-      state, extra, _ = train.restore(manager, program.model_fn, tx, mesh,
-                                      jax.random.key(config.seed), with_ref=program.with_ref)
+      state, extra, _ = train_state.restore(manager, program.model_fn, tx, mesh,
+                                            jax.random.key(config.seed), with_ref=program.with_ref)
       manager.close()
     if state is not None:
       step = int(extra["step"])

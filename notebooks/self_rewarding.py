@@ -60,7 +60,7 @@ import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 from configs import common  # noqa: E402
-from rewardjax import checkpoint, plots, rounds, sharding, train  # noqa: E402
+from rewardjax import checkpoint, plots, rounds, sharding, train, train_state  # noqa: E402
 
 # %% [markdown]
 # ## 1. The rounds
@@ -195,8 +195,8 @@ with jax.set_mesh(mesh):
   tx = train.make_optimizer(config.optim, config.train.steps * job.program.num_iterations
                             * job.program.num_minibatches)
   manager = checkpoint.make_manager(workdir)
-  state, extra, _ = train.restore(manager, job.program.model_fn, tx, mesh,
-                                  jax.random.key(config.seed), with_ref=job.program.with_ref)
+  state, extra, _ = train_state.restore(manager, job.program.model_fn, tx, mesh,
+                                        jax.random.key(config.seed), with_ref=job.program.with_ref)
   manager.close()
   last = extra["recipe"]  # the round source's state: {"round", "records", "memory"}
   records = last["records"][:8]

@@ -8,9 +8,10 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("advantages", "checkpoint", "data", "evaluation", "kernels", "losses", "machine",
-               "metrics", "models", "notebook", "optim", "plots", "pretrained", "recipes",
-               "rewards", "rollouts", "sharding", "train", "types", "update")
+_SUBMODULES = ("advantages", "checkpoint", "data", "evaluation", "guards", "kernels", "losses",
+               "machine", "metrics", "models", "notebook", "optim", "plots", "pretrained",
+               "recipes", "rewards", "rollouts", "sharding", "train", "train_state", "types",
+               "update", "validation")
 
 
 def __getattr__(name):

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rewardjax import algorithms, recipes, rollouts, sharding, train, update
+from rewardjax import algorithms, recipes, rollouts, sharding, train, train_state, update
 from rewardjax.algorithms import base, grpo
 from rewardjax.data import tokenizers
 from rewardjax.models import transformer
@@ -213,10 +213,11 @@ def abstract_batch(config, program: base.Program, mesh):
 
 
 def abstract_state(config, program: base.Program, mesh, total_steps: int = 1000):
-  """(abstract TrainState with shardings, the shardings): `train.state_layout`, never allocated."""
+  """(abstract TrainState with shardings, the shardings): `train_state.state_layout`, never
+  allocated."""
   tx = train.make_optimizer(config.optim, total_steps)
-  _, abstract, shardings = train.state_layout(program.model_fn, tx, mesh,
-                                              _abstract_key(None), with_ref=program.with_ref)
+  _, abstract, shardings = train_state.state_layout(program.model_fn, tx, mesh,
+                                                    _abstract_key(None), with_ref=program.with_ref)
   placed = jax.tree.map(lambda a, s: _abstract(a.shape, a.dtype, s), abstract, shardings)
   return placed, shardings
 

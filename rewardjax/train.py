@@ -1,10 +1,12 @@
 """The training loop: `run(config, workdir)`, one function that reads top to bottom.
 
-Phases: mesh -> data -> algorithm (looked up once by name, `rewardjax.algorithms`) -> state
-(born sharded, or restored) -> warm-start stage (the SFT algorithm, same loop) -> jitted update
--> loop (batch, update, metrics, eval, checkpoint) -> export. Nothing below asks which
-algorithm runs: each one is a `Program` (model, batch stages, pure step, evaluation); a recipe
-(`rewardjax/recipes/<name>.py`) supplies the prompt source and the reward composition.
+Phases: mesh -> config validation (`validation`) -> data -> algorithm (looked up once by name,
+`rewardjax.algorithms`) -> state (born sharded, or restored: `train_state`) -> warm-start stage
+(the SFT algorithm, same loop) -> jitted update -> loop (batch, update, metrics, eval,
+checkpoint) -> export. Nothing below asks which algorithm runs: each one is a `Program` (model,
+batch stages, pure step, evaluation); a recipe (`rewardjax/recipes/<name>.py`) supplies the
+prompt source and the reward composition. The run holds its workdir's lock, saves on SIGTERM /
+SIGINT and stops on divergence (`guards`).
 """
 
 import dataclasses
@@ -13,7 +15,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
@@ -26,16 +27,15 @@ from rewardjax import (
   pretrained,
   recipes,
   sharding,
-  update,
+  train_state,
   validation,
 )
 from rewardjax import metrics as metrics_lib
 from rewardjax.algorithms import base
 from rewardjax.data import loaders, tasks, tokenizers
 from rewardjax.evaluation import reward_eval
-from rewardjax.models import hf, lora, transformer
+from rewardjax.models import hf, transformer
 from rewardjax.rewards import sources
-from rewardjax.types import ModelState, TrainState, overlay, subtree
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,99 +186,6 @@ def make_job(config: ml_collections.ConfigDict, mesh) -> Job:
   return Job(tokenizer, setup, recipe, program, warmstart)
 
 
-# ---------------------------------------------------------------------------------------------
-# State: born sharded.
-# ---------------------------------------------------------------------------------------------
-def state_layout(model_fn, tx, mesh, rng, *, with_ref: bool, companion=None):
-  """`(init, abstract_state, shardings)` of a TrainState, without allocating it.
-
-  `model_fn(rngs)` builds the NNX module; `init(rng, params, companion_params=None)` builds the
-  state, from `params` (a pure dict: warm start or pretrained) or, when None, from a random
-  initialisation; leaves the model has and `params` lacks (LoRA adapters on a pretrained LM)
-  are initialised fresh. Only the trainable leaves get optimizer state, and the reference keeps
-  only its own copy of them (`types.TrainState.reference_params`). `companion` is
-  `(base.Companion, its optimizer)` for a second trained model.
-  """
-  graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: model_fn(nnx.Rngs(0))),
-                                        nnx.Param)
-  params_sharding = sharding.param_shardings(abstract_params, mesh)
-  companion_sharding = None
-  if companion is not None:
-    spec, companion_tx = companion
-    companion_graphdef, abstract_companion = nnx.split(
-        nnx.eval_shape(lambda: spec.model_fn(nnx.Rngs(0))), nnx.Param)
-    companion_sharding = sharding.param_shardings(abstract_companion, mesh)
-
-  def fresh(fn, rng):
-    return nnx.to_pure_dict(nnx.split(fn(nnx.Rngs(rng)), nnx.Param)[1])
-
-  def complete(params, abstract, fn, rng):
-    """`params`, completed by a fresh initialisation when it lacks leaves (e.g. adapters)."""
-    if params is None:
-      return fresh(fn, rng)
-    if jax.tree.structure(params) == jax.tree.structure(nnx.to_pure_dict(abstract)):
-      return params
-    return overlay(fresh(fn, rng), params)  # the unused fresh leaves are dead code under jit
-
-  def init(rng, params, companion_params=None):
-    params = complete(params, abstract_params, model_fn, rng)
-    ref = lora.reference_of(params) if with_ref else None
-    second = None
-    if companion is not None:
-      companion_params = complete(companion_params, abstract_companion, spec.model_fn, rng)
-      second = ModelState(params=companion_params,
-                          opt_state=update.init_optimizer(companion_tx, companion_params),
-                          graphdef=companion_graphdef, tx=companion_tx)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=update.init_optimizer(tx, params),
-                      rng=rng, ref_params=ref, graphdef=graphdef, tx=tx, companion=second)
-
-  abstract = jax.eval_shape(init, rng, None)
-  return init, abstract, sharding.state_shardings(abstract, params_sharding, mesh,
-                                                  companion_sharding)
-
-
-def create_state(model_fn, tx, mesh, rng, *, params=None, with_ref: bool, companion=None,
-                 companion_params=None):
-  """A TrainState born sharded: eval_shape -> shardings -> jit(init, out_shardings)."""
-  init, _, shardings = state_layout(model_fn, tx, mesh, rng, with_ref=with_ref,
-                                    companion=companion)
-  # `subtree`: params may lack leaves `init` adds (LoRA adapters on a pretrained LM).
-  if params is not None:
-    params = jax.device_put(params, subtree(shardings.params, params))
-  if companion_params is not None:
-    companion_params = jax.device_put(companion_params,
-                                      subtree(shardings.companion.params, companion_params))
-  return jax.jit(init, out_shardings=shardings)(rng, params, companion_params), shardings
-
-
-def _saveable(state: TrainState) -> dict:
-  tree = {"step": state.step, "params": state.params, "opt_state": state.opt_state,
-          "rng": state.rng, "ref_params": state.ref_params}
-  if state.companion is not None:  # absent otherwise: older checkpoints keep their layout
-    tree["companion"] = {"params": state.companion.params,
-                         "opt_state": state.companion.opt_state}
-  return tree
-
-
-def restore(manager, model_fn, tx, mesh, rng, *, with_ref: bool,
-            config_fingerprint: str | None = None, companion=None):
-  """`(state, extra, state_sharding)` of the newest checkpoint in `manager`, bitwise, laid out
-  as `create_state` would; state and extra are None when the manager holds no checkpoint."""
-  _, abstract, shardings = state_layout(model_fn, tx, mesh, rng, with_ref=with_ref,
-                                        companion=companion)
-  target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        _saveable(abstract), _saveable(shardings))
-  restored = checkpoint.restore_latest(manager, target, config_fingerprint=config_fingerprint)
-  if restored is None:
-    return None, None, shardings
-  tree, extra = restored
-  second = tree.pop("companion", None)
-  if second is not None:
-    second = abstract.companion.replace(**second)
-  return abstract.replace(**tree, companion=second), extra, shardings
-
-
 def minibatches(batch, num_minibatches: int):
   """Splits a batch's rows into `num_minibatches` contiguous, equal parts (device slices)."""
   rows = jax.tree.leaves(batch)[0].shape[0]
@@ -385,8 +292,8 @@ def warm_start(job: Job, config, mesh, rng, writer, params=None):
   if params is None:
     params = nnx.to_pure_dict(nnx.split(job.warmstart.model_fn(nnx.Rngs(config.seed)),
                                         nnx.Param)[1])
-  state, shardings = create_state(job.warmstart.model_fn, tx, mesh, rng, params=params,
-                                  with_ref=False)
+  state, shardings = train_state.create_state(job.warmstart.model_fn, tx, mesh, rng,
+                                              params=params, with_ref=False)
   writer.stage("warmstart")
   state = train_steps(job.warmstart, state, shardings, stage="warmstart", start=0,
                       steps=w.steps, rng=rng, writer=writer)
@@ -452,9 +359,9 @@ def _run_on_mesh(config: ml_collections.ConfigDict, workdir: str, mesh, manager,
 
   # ===== State: restore the last checkpoint, or initialise (pretrained / warm start) =========
   fingerprint = checkpoint.config_fingerprint(config.to_dict())
-  state, extra, state_sharding = restore(manager, program.model_fn, tx, mesh, rng,
-                                         with_ref=program.with_ref,
-                                         config_fingerprint=fingerprint, companion=companion)
+  state, extra, state_sharding = train_state.restore(
+      manager, program.model_fn, tx, mesh, rng, with_ref=program.with_ref,
+      config_fingerprint=fingerprint, companion=companion)
   stages = [("train", total_steps)]
   if state is None and job.warmstart is not None:
     stages.insert(0, ("warmstart", config.warmstart.steps))
@@ -491,9 +398,9 @@ def _train(config, workdir, job, manager, stop, writer, started, restored, optim
     companion_params = None
     if companion is not None:  # asked even from scratch: Cooper's loads its own directory
       companion_params = program.companion.init_params(lm_params, config.seed)
-    state, state_sharding = create_state(program.model_fn, tx, mesh, rng, params=params,
-                                         with_ref=program.with_ref, companion=companion,
-                                         companion_params=companion_params)
+    state, state_sharding = train_state.create_state(
+        program.model_fn, tx, mesh, rng, params=params, with_ref=program.with_ref,
+        companion=companion, companion_params=companion_params)
     start_step = 0
 
   def run_eval(step):
@@ -505,7 +412,7 @@ def _train(config, workdir, job, manager, stop, writer, started, restored, optim
     return result
 
   def save(step, force):
-    checkpoint.save(manager, step, _saveable(state), force=force,
+    checkpoint.save(manager, step, train_state.saveable(state), force=force,
                     extra={"step": step, "recipe": job.recipe.source.state_dict(),
                            "config": config.to_json(), checkpoint.FINGERPRINT_KEY: fingerprint,
                            "initial_eval": {k: float(v) for k, v in first_eval.items()}})

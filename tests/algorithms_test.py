@@ -9,11 +9,11 @@ import pytest
 from flax import nnx
 
 from configs import grpo as grpo_config
-from rewardjax import losses, optim, train, update
+from rewardjax import losses, optim, train, train_state, update
 from rewardjax.algorithms import base, grpo, preference, sft
 from rewardjax.data import tokenizers
 from rewardjax.models import transformer
-from rewardjax.types import SequenceBatch
+from rewardjax.types import SequenceBatch, TrainState
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,8 @@ def grpo_job():
   mesh = train.sharding.make_mesh(-1, 1, 1)
   with jax.set_mesh(mesh):
     job = train.make_job(config, mesh)
-    state, _ = train.create_state(job.program.model_fn, train.make_optimizer(config.optim, 2),
-                                  mesh, jax.random.key(0), with_ref=job.program.with_ref)
+    state, _ = train_state.create_state(job.program.model_fn, train.make_optimizer(config.optim, 2),
+                                        mesh, jax.random.key(0), with_ref=job.program.with_ref)
     batch, _ = job.program.make_batch(state, 0, jax.random.key(1))
     _, metrics = jax.jit(job.program.step)(state, batch, jax.random.key(2))
   return batch, jax.device_get(metrics)
@@ -117,9 +117,8 @@ def test_one_update_moves_params_by_the_first_adam_step():
   lr, eps = 1e-2, 1e-8
   tx = optim.make_optimizer(optim.AdamW(learning_rate=lr, schedule="constant", eps=eps),
                             total_steps=10)
-  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                           opt_state=tx.init(params), rng=jax.random.key(0),
-                           graphdef=graphdef, tx=tx)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                     rng=jax.random.key(0), graphdef=graphdef, tx=tx)
   rng = np.random.default_rng(0)
   tokens = jnp.asarray(rng.integers(4, 100, (2, 6)), jnp.int32)
   batch = SequenceBatch(tokens=tokens, attention_mask=jnp.ones((2, 6), jnp.int32),

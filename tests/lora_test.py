@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from configs import common
-from rewardjax import checkpoint, train, update
+from rewardjax import checkpoint, train, train_state, update
 from rewardjax.models import hf, lora, transformer
 from rewardjax.types import overlay, subtree
 
@@ -158,8 +158,8 @@ def lora_state():
                                                  {}).optim, 10)
     model_fn = lambda rngs: transformer.Transformer(LORA, rngs=rngs)  # noqa: E731
     plain = _params(transformer.Transformer(CONFIG, rngs=nnx.Rngs(7)))
-    state, _ = train.create_state(model_fn, tx, mesh, jax.random.key(0), params=plain,
-                                  with_ref=True)
+    state, _ = train_state.create_state(model_fn, tx, mesh, jax.random.key(0), params=plain,
+                                        with_ref=True)
   return state, plain
 
 
@@ -217,8 +217,9 @@ def _two_steps(config_arg):
   with jax.set_mesh(mesh):
     job = train.make_job(config, mesh)
     program = job.program
-    state, shardings = train.create_state(program.model_fn, train.make_optimizer(config.optim, 2),
-                                          mesh, jax.random.key(0), with_ref=program.with_ref)
+    state, shardings = train_state.create_state(
+        program.model_fn, train.make_optimizer(config.optim, 2), mesh, jax.random.key(0),
+        with_ref=program.with_ref)
     before = jax.device_get(state.params)
     step = None
     for i in range(2):

@@ -48,7 +48,7 @@ def grpo_step(mesh, checkpoint_dir=None) -> dict:
   # Imported here: a worker sets its devices and collectives before anything touches jax.
   from jax.experimental import multihost_utils
 
-  from rewardjax import advantages, checkpoint, optim, rollouts, sharding, train, update
+  from rewardjax import advantages, checkpoint, optim, rollouts, sharding, train_state, update
   from rewardjax.algorithms import grpo
   from rewardjax.types import RolloutBatch
 
@@ -58,8 +58,8 @@ def grpo_step(mesh, checkpoint_dir=None) -> dict:
   tx = optim.make_optimizer(optim.AdamW(learning_rate=1e-2, schedule="constant", eps=1e-3),
                             total_steps=1)
   key = jax.random.key(0)
-  state, state_sharding = train.create_state(model_fn, tx, mesh, key, params=params,
-                                             with_ref=True)
+  state, state_sharding = train_state.create_state(model_fn, tx, mesh, key, params=params,
+                                                   with_ref=True)
 
   # Every host knows the step's prompts but feeds only the rows its devices hold.
   prompts = rng.integers(1, 64, (PROMPTS, PROMPT_LEN)).astype(np.int32)

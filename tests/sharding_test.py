@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rewardjax import optim, sharding, train
+from rewardjax import optim, sharding, train_state
 from rewardjax.algorithms import grpo, preference, reward_model
 from rewardjax.models import heads, transformer
 from rewardjax.types import PreferenceBatch, RolloutBatch, SequenceBatch
@@ -100,8 +100,8 @@ def two_steps(case, mesh):
   """Params and metrics after two jitted, donated steps on `mesh`, and the number of traces."""
   model_fn, with_ref, make_batch, update_fn = CASES[case]
   rng = jax.random.key(0)
-  state, state_sharding = train.create_state(model_fn, TX, mesh, rng,
-                                             params=host_params(model_fn), with_ref=with_ref)
+  state, state_sharding = train_state.create_state(model_fn, TX, mesh, rng,
+                                                   params=host_params(model_fn), with_ref=with_ref)
   batch = sharding.shard_batch(make_batch(), mesh)
   traces = []
 
@@ -147,8 +147,8 @@ def test_per_device_params_and_optimizer_bytes_fall_as_one_over_fsdp():
   per_device = {}
   for fsdp in (1, 2, 4, 8):
     mesh = sharding.make_mesh(-1, fsdp, 1)
-    state, _ = train.create_state(lm_fn, TX, mesh, jax.random.key(0), params=params,
-                                  with_ref=False)
+    state, _ = train_state.create_state(lm_fn, TX, mesh, jax.random.key(0), params=params,
+                                        with_ref=False)
     per_device[fsdp] = device_bytes((state.params, state.opt_state), jax.devices()[0])
   # Only the optimizer's few scalar counters are replicated (under 100 bytes of ~100 KB).
   for fsdp, size in per_device.items():

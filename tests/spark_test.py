@@ -348,7 +348,7 @@ def test_judge_weight_halves_exactly_the_judge_rows_advantages():
 
   import jax  # noqa: PLC0415
 
-  from rewardjax import algorithms, train  # noqa: PLC0415
+  from rewardjax import algorithms, train, train_state  # noqa: PLC0415
   from rewardjax.rewards import composition  # noqa: PLC0415
 
   config = spark_config.get_config("smoke")
@@ -364,8 +364,8 @@ def test_judge_weight_halves_exactly_the_judge_rows_advantages():
       setup = dataclasses.replace(job.setup, recipe=dataclasses.replace(job.recipe,
                                                                         rewards=scripted))
       program = algorithms.get("grpo").build(config.algo, setup)
-      state, _ = train.create_state(program.model_fn, train.make_optimizer(config.optim, 2),
-                                    mesh, jax.random.key(0), with_ref=program.with_ref)
+      state, _ = train_state.create_state(program.model_fn, train.make_optimizer(config.optim, 2),
+                                          mesh, jax.random.key(0), with_ref=program.with_ref)
       recycler = job.recipe.source
       items = recycler.stream.prompts(0)
       # Scripted infer-period rollouts (half right, half wrong) fill the cache; the judge

@@ -16,7 +16,7 @@ import pytest
 from configs import dpo as dpo_config
 from configs import grpo as grpo_config
 from configs import reward_model as reward_model_config
-from rewardjax import algorithms, train
+from rewardjax import algorithms, train, train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,8 +102,8 @@ def test_nonfinite_rewards_drop_their_group_and_are_counted(grpo_run):
     setup = dataclasses.replace(job.setup, recipe=dataclasses.replace(
         job.recipe, rewards=nan_for_first_prompt))
     program = algorithms.get("grpo").build(config.algo, setup)
-    state, _ = train.create_state(program.model_fn, train.make_optimizer(config.optim, 2), mesh,
-                                  jax.random.key(0), with_ref=program.with_ref)
+    state, _ = train_state.create_state(program.model_fn, train.make_optimizer(config.optim, 2),
+                                        mesh, jax.random.key(0), with_ref=program.with_ref)
     batch, metrics = program.make_batch(state, 0, jax.random.key(1))
   assert metrics["nonfinite_reward_groups"] == 1.0
   mask = np.asarray(batch.completion_mask)
@@ -124,7 +124,7 @@ _KILL_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {repo!r})
     from configs import grpo
-    from rewardjax import train
+    from rewardjax import train, train_state
     config = grpo.get_config("smoke")
     config.train.steps = 4
     config.checkpoint.update(every=1, async_save=False, keep=5)

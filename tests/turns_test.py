@@ -12,7 +12,7 @@ import pytest
 from jax.test_util import check_grads
 
 from configs import common
-from rewardjax import losses, train, turns
+from rewardjax import losses, train, train_state, turns
 from rewardjax.data import tokenizers
 from rewardjax.evaluation import self_correction
 
@@ -168,8 +168,8 @@ def two_attempt_batch():
   mesh = train.sharding.make_mesh(-1, 1, 1)
   with jax.set_mesh(mesh):
     job = train.make_job(config, mesh)
-    state, _ = train.create_state(job.program.model_fn, train.make_optimizer(config.optim, 2),
-                                  mesh, jax.random.key(0), with_ref=job.program.with_ref)
+    state, _ = train_state.create_state(job.program.model_fn, train.make_optimizer(config.optim, 2),
+                                        mesh, jax.random.key(0), with_ref=job.program.with_ref)
     batch, metrics = job.program.make_batch(state, 0, jax.random.key(1))
   return config, job, jax.device_get(batch), metrics
 

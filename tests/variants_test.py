@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from rewardjax import algorithms, train
+from rewardjax import algorithms, train, train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location("launch_train",
@@ -34,8 +34,8 @@ def _objective_metric_names(config) -> set[str]:
   with jax.set_mesh(mesh):
     job = train.make_job(config, mesh)
     program = job.program
-    state, _ = train.create_state(program.model_fn, train.make_optimizer(config.optim, 2),
-                                  mesh, jax.random.key(0), with_ref=program.with_ref)
+    state, _ = train_state.create_state(program.model_fn, train.make_optimizer(config.optim, 2),
+                                        mesh, jax.random.key(0), with_ref=program.with_ref)
     batch, host_metrics = program.make_batch(state, 0, jax.random.key(1))
     _, metrics = jax.eval_shape(program.step, state, batch, jax.random.key(2))
   return set(metrics) | set(host_metrics)
