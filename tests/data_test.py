@@ -363,7 +363,12 @@ def test_load_tfds_decodes_bytes_with_a_stub(tmp_path, monkeypatch):
 
 
 def test_load_tfds_prepared_dataset(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
+  tfds = pytest.importorskip(
+      "tensorflow_datasets",
+      reason="needs the `tfds` extra (TensorFlow, ~0.5 GB), kept out of the test extra; the "
+             "loader's call path is covered without it by "
+             "test_load_tfds_decodes_bytes_with_a_stub; run this one with "
+             "pip install -e '.[tfds]'")
 
   class RjToyArithmetic(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
