@@ -386,7 +386,7 @@ def check_safetensors(path: str) -> None:
                      f"{_REFETCH}")
 
 
-def _read_json(path: str) -> Any:
+def read_json(path: str) -> Any:
   """`json.load` of `path`; a parse error names the file (json's own message does not)."""
   with open(path, encoding="utf-8") as f:
     try:
@@ -406,7 +406,7 @@ def _weight_files(directory: str) -> dict[str, str]:
     with safe_open(single, framework="numpy") as f:
       return {name: single for name in f.keys()}
   if os.path.exists(index):
-    index_json = _read_json(index)
+    index_json = read_json(index)
     if not isinstance(index_json, dict) or not isinstance(index_json.get("weight_map"), dict):
       raise ValueError(f"{index} is corrupt: it has no \"weight_map\" object; {_REFETCH}")
     files = {name: os.path.join(directory, file)
@@ -462,7 +462,7 @@ def from_pretrained(directory: str | os.PathLike, *, dtype: Any = None, param_dt
   config_path = os.path.join(directory, "config.json")
   if not os.path.exists(config_path):
     raise FileNotFoundError(f"no config.json in {directory}; expected a Hugging Face model dir")
-  hf_config = _read_json(config_path)
+  hf_config = read_json(config_path)
   try:
     config = config_from_hf(hf_config)
   except ValueError as e:

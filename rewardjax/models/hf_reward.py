@@ -120,8 +120,7 @@ def load_reward_model(directory: str | os.PathLike, *, dtype: Any = None,
   """
   directory = resolve_reward_model_dir(directory)
   config_path = os.path.join(directory, "config.json")
-  with open(config_path) as f:
-    hf_config = json.load(f)
+  hf_config = hf.read_json(config_path)  # a corrupt file is named
   archs = hf_config.get("architectures") or [hf_config.get("model_type")]
   try:
     config = hf.config_from_hf({**hf_config, "architectures": [_CAUSAL.get(archs[0], archs[0])]})
