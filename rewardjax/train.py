@@ -135,13 +135,12 @@ class Job:
 
 def make_job(config: ml_collections.ConfigDict, mesh) -> Job:
   """Tokenizer, data, recipe and the algorithm's program (looked up once, by name)."""
+  # `run` has validated already; callers of make_job alone (launch/eval.py, notebooks, tests)
+  # get the same one-pass check (milliseconds: no data, no model).
+  validation.validate_config(config, mesh)
   algorithm = algorithms.get(config.algorithm)
   if config.model.checkpoint:  # a missing or corrupted file is named before any work starts
     pretrained.verify(config.model.checkpoint)
-  unknown = sorted(set(config.algo) - set(algorithm.defaults))
-  if unknown:
-    raise ValueError(f"config.algo has fields {unknown} that algorithm={config.algorithm!r} "
-                     f"does not read; its fields: {sorted(algorithm.defaults)}")
   tokenizer = load_tokenizer(config)
   problems, records = load_data(config, tokenizer, algorithm.record_kind)
   validation.check_splits(problems, records, config)  # an empty split would waste the run
